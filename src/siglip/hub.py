@@ -1,0 +1,122 @@
+"""Name or folder -> local files.
+
+`from_pretrained` everywhere in the library accepts either a local folder or a Hugging Face Hub id
+(`org/name`). Folders are read as they are; Hub ids go through `huggingface_hub`, which owns the cache
+layout (`models--org--name/snapshots/<rev>/...`) and honours `HF_HUB_OFFLINE`, `HF_HOME` and
+`HF_HUB_CACHE`. Nothing here loads weights: see `weights.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointNotFoundError
+
+
+@dataclass(frozen=True)
+class HubOptions:
+    """Where and how to look for a checkpoint's files. Mirrors the reference's `from_pretrained` kwargs."""
+
+    revision: str | None = None
+    cache_dir: str | os.PathLike | None = None
+    local_files_only: bool = False
+    token: str | bool | None = None
+    subfolder: str = ""
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict) -> HubOptions:
+        """Pop the Hub-related keys out of a `from_pretrained(**kwargs)` dict."""
+        return cls(
+            revision=kwargs.pop("revision", None),
+            cache_dir=kwargs.pop("cache_dir", None),
+            local_files_only=bool(kwargs.pop("local_files_only", False)),
+            token=kwargs.pop("token", None),
+            subfolder=kwargs.pop("subfolder", "") or "",
+        )
+
+
+def is_local(name_or_path: str | os.PathLike) -> bool:
+    """True when `name_or_path` names an existing local folder."""
+    return Path(name_or_path).expanduser().is_dir()
+
+
+def resolve_file(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    options: HubOptions | None = None,
+    *,
+    required: bool = True,
+) -> Path | None:
+    """Return the local path of `filename` inside a folder or Hub repo.
+
+    With `required=False` a missing file gives `None` (used for optional files such as a sharded index or
+    a tokenizer file that only some checkpoints carry). A missing required file, an unknown repo or an
+    offline miss raise `CheckpointNotFoundError` naming the id and how to pass a local folder instead.
+    """
+    options = options or HubOptions()
+    relative = f"{options.subfolder}/{filename}" if options.subfolder else filename
+    if is_local(name_or_path):
+        path = Path(name_or_path).expanduser() / relative
+        if path.is_file():
+            return path
+        if required:
+            raise CheckpointNotFoundError(f"{path} does not exist: the folder {name_or_path} has no {relative}.")
+        return None
+    return _download(str(name_or_path), filename, options, required)
+
+
+def _download(repo_id: str, filename: str, options: HubOptions, required: bool) -> Path | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    try:
+        path = hf_hub_download(
+            repo_id,
+            filename,
+            subfolder=options.subfolder or None,
+            revision=options.revision,
+            cache_dir=options.cache_dir,
+            local_files_only=options.local_files_only,
+            token=options.token,
+        )
+        return Path(path)
+    except HFValidationError as error:
+        raise CheckpointNotFoundError(
+            f"{repo_id!r} is neither a local folder nor a valid Hub id (org/name): {error}"
+        ) from None
+    except LocalEntryNotFoundError:
+        # Offline (HF_HUB_OFFLINE=1 or local_files_only=True) and not in the cache. For optional files we
+        # cannot tell "absent from the repo" from "never downloaded", so they are treated as absent.
+        if not required:
+            return None
+        raise CheckpointNotFoundError(
+            f"{filename} of {repo_id!r} is not in the local Hub cache and downloading is disabled or "
+            f"impossible (offline). Download it once while online, set HF_HUB_CACHE/HF_HOME to a cache that "
+            f"holds it, or pass the path of a local folder that contains config.json and the weights."
+        ) from None
+    except RepositoryNotFoundError:
+        raise CheckpointNotFoundError(
+            f"{repo_id!r} is not a local folder and no Hub repository of that name is accessible "
+            f"(misspelt, private or gated without a token). Pass a local folder path or a valid Hub id."
+        ) from None
+    except RevisionNotFoundError:
+        raise CheckpointNotFoundError(f"revision {options.revision!r} of {repo_id!r} does not exist.") from None
+    except EntryNotFoundError:
+        if not required:
+            return None
+        raise CheckpointNotFoundError(f"the Hub repository {repo_id!r} has no file {filename}.") from None
+    except OSError as error:  # network failures surface as OSError subclasses
+        if not required:
+            return None
+        raise CheckpointNotFoundError(
+            f"could not fetch {filename} of {repo_id!r} ({type(error).__name__}: {error}). "
+            f"If you are offline, pass a local folder or set HF_HUB_OFFLINE=1 with a populated cache."
+        ) from None
