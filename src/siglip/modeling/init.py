@@ -1,0 +1,73 @@
+"""Weight initialisation for models built from a config (training from scratch or a new head).
+
+Follows the big_vision / reference scheme: lecun-normal (truncated) for linear and conv layers, xavier-uniform
+for attention and MLP weights, tiny-normal MLP biases, 1/sqrt(width) position embeddings, zero logit
+scale and bias (training sets its own starting values, see the training issue). Loading a checkpoint does not
+run any of this.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .layers import SiglipAttention, SiglipMLP
+
+
+def variance_scaling_(tensor: torch.Tensor, distribution: str = "truncated_normal") -> None:
+    """fan-in variance scaling: std = 1/sqrt(fan_in); truncated at 2 std and rescaled as in jax."""
+    fan_in = tensor.shape[1] * tensor[0][0].numel() if tensor.dim() > 1 else tensor.shape[0]
+    std = math.sqrt(1.0 / fan_in)
+    with torch.no_grad():
+        if distribution == "truncated_normal":
+            # 0.8796... is the std of a unit normal truncated to [-2, 2].
+            nn.init.trunc_normal_(tensor, std=std / 0.87962566103423978, a=-2 * std / 0.8796, b=2 * std / 0.8796)
+        else:
+            nn.init.normal_(tensor, std=std)
+
+
+def init_module(module: nn.Module) -> None:
+    """Initialise one module in place.
+
+    `nn.Module.apply` visits children before parents, so a parent's rule (xavier for attention projections,
+    the classifier's std) overrides the generic lecun-normal its linears received first.
+    """
+    from .model import SiglipForImageClassification, SiglipModel
+    from .vision import MultiheadAttentionPoolingHead, SiglipVisionEmbeddings
+
+    if isinstance(module, SiglipVisionEmbeddings):
+        nn.init.normal_(module.position_embedding.weight, std=1 / math.sqrt(module.position_embedding.weight.shape[1]))
+        patch = module.patch_embedding
+        variance_scaling_(patch.weight)
+        nn.init.zeros_(patch.bias)
+    elif isinstance(module, nn.Embedding):
+        variance_scaling_(module.weight, distribution="normal")
+    elif isinstance(module, SiglipAttention):
+        for linear in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+    elif isinstance(module, SiglipMLP):
+        for linear in (module.fc1, module.fc2):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.normal_(linear.bias, std=1e-6)
+    elif isinstance(module, MultiheadAttentionPoolingHead):
+        nn.init.xavier_uniform_(module.probe)
+        nn.init.xavier_uniform_(module.attention.in_proj_weight)
+        nn.init.zeros_(module.attention.in_proj_bias)
+    elif isinstance(module, SiglipModel):
+        nn.init.zeros_(module.logit_scale)
+        nn.init.zeros_(module.logit_bias)
+    elif isinstance(module, SiglipForImageClassification) and isinstance(module.classifier, nn.Linear):
+        std = module.config.vision_config.hidden_size**-0.5 * module.config.initializer_factor
+        nn.init.normal_(module.classifier.weight, std=std)
+        nn.init.zeros_(module.classifier.bias)
+    elif isinstance(module, nn.Linear | nn.Conv2d):
+        variance_scaling_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
