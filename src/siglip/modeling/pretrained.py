@@ -77,8 +77,12 @@ class SiglipPreTrainedModel(nn.Module):
         self.config = config
 
     def post_init(self) -> None:
-        """Initialise weights the way the reference does, then apply the configured attention kernel."""
-        self.apply(self._init_weights)
+        """Initialise weights the way the reference does, then apply the configured attention kernel.
+
+        Skipped on the meta device: `from_pretrained` builds there and assigns the checkpoint's tensors.
+        """
+        if not any(p.is_meta for p in self.parameters()):
+            self.apply(self._init_weights)
         self.set_attn_implementation(self.config.attn_implementation)
 
     def _init_weights(self, module: nn.Module) -> None:
