@@ -17,28 +17,62 @@ torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 # name -> (text config kwargs, vision config kwargs). The acceptance configurations of the core issue.
 TINY_CONFIGS = {
     "odd_3_heads": (
-        dict(vocab_size=99, hidden_size=48, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3,
-             max_position_embeddings=20),
-        dict(hidden_size=48, intermediate_size=37, num_hidden_layers=2, num_attention_heads=3, image_size=30,
-             patch_size=6),
+        dict(
+            vocab_size=99,
+            hidden_size=48,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            max_position_embeddings=20,
+        ),
+        dict(
+            hidden_size=48,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=3,
+            image_size=30,
+            patch_size=6,
+        ),
     ),
     "projection_differs": (
-        dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
-             projection_size=40, max_position_embeddings=16),
-        dict(hidden_size=40, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-             patch_size=8),
+        dict(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            projection_size=40,
+            max_position_embeddings=16,
+        ),
+        dict(
+            hidden_size=40,
+            intermediate_size=80,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
     ),
     "no_vision_head": (
         dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2),
-        dict(hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=2, image_size=24,
-             patch_size=4, vision_use_head=False),
+        dict(
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=2,
+            image_size=24,
+            patch_size=4,
+            vision_use_head=False,
+        ),
     ),
 }
 
 
 def to_pixel_values(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """The reference preprocessing in plain PIL/numpy: RGB, bicubic resize, /255, (x - 0.5) / 0.5."""
-    array = np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0
+    array = (
+        np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0
+    )
     return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1)
 
 

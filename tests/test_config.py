@@ -10,13 +10,31 @@ import transformers
 import siglip
 
 DOCUMENTED_TEXT_DEFAULTS = dict(
-    vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=64, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, attention_dropout=0.0,
-    pad_token_id=1, bos_token_id=49406, eos_token_id=49407, projection_size=768,
+    vocab_size=32000,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=64,
+    hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6,
+    attention_dropout=0.0,
+    pad_token_id=1,
+    bos_token_id=49406,
+    eos_token_id=49407,
+    projection_size=768,
 )
 DOCUMENTED_VISION_DEFAULTS = dict(
-    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12, num_channels=3,
-    image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, attention_dropout=0.0,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_channels=3,
+    image_size=224,
+    patch_size=16,
+    hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6,
+    attention_dropout=0.0,
     vision_use_head=True,
 )
 
@@ -43,8 +61,10 @@ def test_from_text_vision_configs():
 def test_reference_reads_our_config_and_we_read_its(name, tmp_path):
     ours = {
         "composite": siglip.SiglipConfig(
-            text_config={"vocab_size": 300, "projection_size": 40}, vision_config={"vision_use_head": False},
-            num_labels=3, problem_type="multi_label_classification",
+            text_config={"vocab_size": 300, "projection_size": 40},
+            vision_config={"vision_use_head": False},
+            num_labels=3,
+            problem_type="multi_label_classification",
         ),
         "text": siglip.SiglipTextConfig(vocab_size=300, projection_size=40),
         "vision": siglip.SiglipVisionConfig(image_size=384, patch_size=14),

@@ -11,10 +11,9 @@ import textwrap
 import pytest
 import torch
 from conftest import TINY_CONFIGS
-from hub_cache import add_to_hub_cache
 
 import siglip
-from siglip.hub import HubOptions, resolve_file
+from siglip.hub import HubOptions, resolve_file, store_in_cache
 
 TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
 
@@ -39,7 +38,7 @@ def run_offline(code: str, env_extra: dict[str, str]) -> subprocess.CompletedPro
 
 def test_load_by_id_from_hub_cache_offline(saved_model, tmp_path):
     folder, model = saved_model
-    add_to_hub_cache(tmp_path / "hub", "org/name", folder)
+    store_in_cache(folder, "org/name", tmp_path / "hub")
     code = """
         import torch, siglip
         model = siglip.SiglipModel.from_pretrained("org/name")
@@ -48,7 +47,9 @@ def test_load_by_id_from_hub_cache_offline(saved_model, tmp_path):
         vision = siglip.SiglipVisionModel.from_pretrained("org/name", local_files_only=True)
         print(config.vision_config.image_size, vision.config.image_size)
     """
-    expected = float(model.logit_scale.detach().sum() + sum(p.detach().double().sum() for p in model.parameters()))
+    expected = float(
+        model.logit_scale.detach().sum() + sum(p.detach().double().sum() for p in model.parameters())
+    )
     for env in ({"HF_HUB_CACHE": str(tmp_path / "hub")}, {"HF_HOME": str(tmp_path)}):  # HF_HOME/hub
         result = run_offline(code, env)
         assert result.returncode == 0, result.stderr
@@ -72,14 +73,18 @@ def test_missing_model_offline_names_the_id_and_the_fix(tmp_path):
 
 def test_revision_and_cache_dir_arguments(saved_model, tmp_path):
     folder, model = saved_model
-    commit = add_to_hub_cache(tmp_path, "org/name", folder, revision="a" * 40)
+    commit = store_in_cache(folder, "org/name", tmp_path, revision="a" * 40)
     options = HubOptions(revision=commit, cache_dir=tmp_path, local_files_only=True)
     config_path = resolve_file("org/name", "config.json", options)
     assert config_path.parent.name == commit
-    loaded = siglip.SiglipModel.from_pretrained("org/name", revision=commit, cache_dir=tmp_path, local_files_only=True)
+    loaded = siglip.SiglipModel.from_pretrained(
+        "org/name", revision=commit, cache_dir=tmp_path, local_files_only=True
+    )
     assert torch.equal(loaded.logit_bias, model.logit_bias)
     with pytest.raises(siglip.CheckpointNotFoundError):
-        siglip.SiglipModel.from_pretrained("org/name", revision="b" * 40, cache_dir=tmp_path, local_files_only=True)
+        siglip.SiglipModel.from_pretrained(
+            "org/name", revision="b" * 40, cache_dir=tmp_path, local_files_only=True
+        )
 
 
 def test_sharded_checkpoint_round_trip_and_transformers_loads_it(saved_model, tmp_path):
@@ -105,7 +110,9 @@ def test_loading_does_no_initialisation_work(saved_model, monkeypatch):
     folder, model = saved_model
     calls = []
     original = siglip.modeling.init.init_module
-    monkeypatch.setattr(siglip.modeling.init, "init_module", lambda module: calls.append(module) or original(module))
+    monkeypatch.setattr(
+        siglip.modeling.init, "init_module", lambda module: calls.append(module) or original(module)
+    )
     loaded = siglip.SiglipModel.from_pretrained(folder)
     assert calls == []
     assert all(p.device.type == "cpu" for p in loaded.parameters()) and not loaded.training

@@ -22,7 +22,13 @@ CONFIG_NAME = "config.json"
 ConfigT = TypeVar("ConfigT", bound="PretrainedConfig")
 
 # Keys the reference writes for bookkeeping; accepted and ignored on load, some re-written on save.
-_BOOKKEEPING_KEYS = {"transformers_version", "_name_or_path", "model_type", "torch_dtype", "_attn_implementation"}
+_BOOKKEEPING_KEYS = {
+    "transformers_version",
+    "_name_or_path",
+    "model_type",
+    "torch_dtype",
+    "_attn_implementation",
+}
 
 
 def _default_id2label() -> dict[int, str]:
@@ -111,7 +117,9 @@ class PretrainedConfig:
             if item.name == "attn_implementation":
                 continue
             value = getattr(self, item.name)
-            output[item.name] = value.to_dict() if isinstance(value, PretrainedConfig) else copy.deepcopy(value)
+            output[item.name] = (
+                value.to_dict() if isinstance(value, PretrainedConfig) else copy.deepcopy(value)
+            )
         if self.id2label == _default_id2label():
             output.pop("id2label")
             output.pop("label2id")
@@ -120,7 +128,11 @@ class PretrainedConfig:
         for key in ("problem_type", "architectures", "dtype"):
             if output.get(key) is None:
                 output.pop(key, None)
-        for key, default in (("return_dict", True), ("output_attentions", False), ("output_hidden_states", False)):
+        for key, default in (
+            ("return_dict", True),
+            ("output_attentions", False),
+            ("output_hidden_states", False),
+        ):
             if output[key] == default:
                 output.pop(key)
         output.update({key: copy.deepcopy(getattr(self, key)) for key in self.extras})
@@ -158,7 +170,10 @@ class PretrainedConfig:
             return config_dict
         for key in ("text_config", "vision_config"):
             sub = config_dict.get(key)
-            if isinstance(sub, dict) and sub.get("model_type", _sub_model_type(model_type, key)) == cls.model_type:
+            if (
+                isinstance(sub, dict)
+                and sub.get("model_type", _sub_model_type(model_type, key)) == cls.model_type
+            ):
                 return sub
         raise ConfigError(f"{source} describes model_type {model_type!r}, which is not a {cls.__name__}.")
 

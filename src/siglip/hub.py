@@ -8,7 +8,9 @@ layout (`models--org--name/snapshots/<rev>/...`) and honours `HF_HUB_OFFLINE`, `
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +64,9 @@ def resolve_file(
         if path.is_file():
             return path
         if required:
-            raise CheckpointNotFoundError(f"{path} does not exist: the folder {name_or_path} has no {relative}.")
+            raise CheckpointNotFoundError(
+                f"{path} does not exist: the folder {name_or_path} has no {relative}."
+            )
         return None
     return _download(str(name_or_path), filename, options, required)
 
@@ -108,7 +112,9 @@ def _download(repo_id: str, filename: str, options: HubOptions, required: bool) 
             f"(misspelt, private or gated without a token). Pass a local folder path or a valid Hub id."
         ) from None
     except RevisionNotFoundError:
-        raise CheckpointNotFoundError(f"revision {options.revision!r} of {repo_id!r} does not exist.") from None
+        raise CheckpointNotFoundError(
+            f"revision {options.revision!r} of {repo_id!r} does not exist."
+        ) from None
     except EntryNotFoundError:
         if not required:
             return None
@@ -120,3 +126,32 @@ def _download(repo_id: str, filename: str, options: HubOptions, required: bool) 
             f"could not fetch {filename} of {repo_id!r} ({type(error).__name__}: {error}). "
             f"If you are offline, pass a local folder or set HF_HUB_OFFLINE=1 with a populated cache."
         ) from None
+
+
+def store_in_cache(
+    folder: str | os.PathLike, repo_id: str, cache_dir: str | os.PathLike, revision: str | None = None
+) -> str:
+    """Copy a saved checkpoint folder into a Hub-layout cache as a snapshot of `repo_id`; returns the commit.
+
+    Layout, as huggingface_hub reads it: `models--org--name/blobs/<sha256>`,
+    `snapshots/<commit>/<file> -> ../../blobs/<sha256>` and `refs/main` holding the commit. Useful to ship
+    a model to an offline machine (set HF_HUB_CACHE to `cache_dir`) and to test the Hub code path.
+    """
+    source = Path(folder)
+    repo = Path(cache_dir) / f"models--{repo_id.replace('/', '--')}"
+    files = sorted(p for p in source.rglob("*") if p.is_file())
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    commit = revision or hashlib.sha1("".join(sorted(digests.values())).encode()).hexdigest()
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    for path, digest in digests.items():
+        blob = repo / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(path, blob)
+        link = snapshot / path.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return commit

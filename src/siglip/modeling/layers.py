@@ -90,11 +90,20 @@ def scaled_dot_product(
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         weights = F.dropout(weights, p=dropout, training=dropout > 0)
         return torch.matmul(weights, value), weights
-    if implementation == "flash_attention_2" and bias is None and query.is_cuda and query.dtype != torch.float32:
+    if (
+        implementation == "flash_attention_2"
+        and bias is None
+        and query.is_cuda
+        and query.dtype != torch.float32
+    ):
         from flash_attn import flash_attn_func
 
         output = flash_attn_func(
-            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), dropout_p=dropout, softmax_scale=scale
+            query.transpose(1, 2),
+            key.transpose(1, 2),
+            value.transpose(1, 2),
+            dropout_p=dropout,
+            softmax_scale=scale,
         )
         return output.transpose(1, 2), None
     output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=scale)
@@ -124,7 +133,9 @@ class SiglipAttention(nn.Module):
         key = self.k_proj(hidden_states).view(split).transpose(1, 2)
         value = self.v_proj(hidden_states).view(split).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
+        output, weights = scaled_dot_product(
+            query, key, value, bias, self.implementation, dropout, need_weights
+        )
         output = output.transpose(1, 2).reshape(batch, tokens, -1)
         return self.out_proj(output), weights
 
@@ -148,7 +159,9 @@ class SiglipEncoderLayer(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = SiglipAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
+        self.self_attn = SiglipAttention(
+            config.hidden_size, config.num_attention_heads, config.attention_dropout
+        )
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
 

@@ -133,11 +133,16 @@ class SiglipVisionModel(SiglipPreTrainedModel):
             )
         _, channels, height, width = pixel_values.shape
         if channels != config.num_channels:
-            raise InputError(f"pixel_values has {channels} channels; the model expects {config.num_channels}.")
+            raise InputError(
+                f"pixel_values has {channels} channels; the model expects {config.num_channels}."
+            )
         if height < config.patch_size or width < config.patch_size:
             raise InputError(f"images of {height}x{width} are smaller than one {config.patch_size}px patch.")
         grid = config.image_size // config.patch_size
-        if not interpolate_pos_encoding and (height // config.patch_size, width // config.patch_size) != (grid, grid):
+        if not interpolate_pos_encoding and (height // config.patch_size, width // config.patch_size) != (
+            grid,
+            grid,
+        ):
             raise InputError(
                 f"pixel_values are {height}x{width} but the model was built for {config.image_size}x"
                 f"{config.image_size}; resize them, or pass interpolate_pos_encoding=True."
