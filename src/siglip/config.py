@@ -117,9 +117,7 @@ class PretrainedConfig:
             if item.name == "attn_implementation":
                 continue
             value = getattr(self, item.name)
-            output[item.name] = (
-                value.to_dict() if isinstance(value, PretrainedConfig) else copy.deepcopy(value)
-            )
+            output[item.name] = value.to_dict() if isinstance(value, PretrainedConfig) else copy.deepcopy(value)
         if self.id2label == _default_id2label():
             output.pop("id2label")
             output.pop("label2id")
@@ -170,10 +168,7 @@ class PretrainedConfig:
             return config_dict
         for key in ("text_config", "vision_config"):
             sub = config_dict.get(key)
-            if (
-                isinstance(sub, dict)
-                and sub.get("model_type", _sub_model_type(model_type, key)) == cls.model_type
-            ):
+            if isinstance(sub, dict) and sub.get("model_type", _sub_model_type(model_type, key)) == cls.model_type:
                 return sub
         raise ConfigError(f"{source} describes model_type {model_type!r}, which is not a {cls.__name__}.")
 
@@ -299,7 +294,51 @@ def config_from_dict(config_dict: dict[str, Any], source: str = "config.json") -
     """Build the config class that `config_dict['model_type']` names."""
     model_type = config_dict.get("model_type")
     if model_type not in CONFIG_CLASSES:
-        raise ConfigError(
-            f"{source} has model_type {model_type!r}; siglip supports {sorted(CONFIG_CLASSES)}."
-        )
+        raise ConfigError(f"{source} has model_type {model_type!r}; siglip supports {sorted(CONFIG_CLASSES)}.")
     return CONFIG_CLASSES[model_type].from_dict(config_dict)
+
+
+# ---- SigLIP2 ---------------------------------------------------------------------------------------
+# SigLIP2 keeps SigLIP's text tower and config fields; its NaFlex vision tower swaps the fixed image_size
+# for a budget of `num_patches` learned positions (a square grid resized to each image's patch grid).
+
+
+@config_class
+class Siglip2TextConfig(SiglipTextConfig):
+    """Text tower of SigLIP2: the fields and defaults of `SiglipTextConfig`."""
+
+    model_type: ClassVar[str] = "siglip2_text_model"
+
+
+@config_class
+class Siglip2VisionConfig(SiglipVisionConfig):
+    """NaFlex vision tower of SigLIP2. Defaults reproduce google/siglip2-base-patch16-naflex."""
+
+    model_type: ClassVar[str] = "siglip2_vision_model"
+    image_size: int | None = None  # unused: NaFlex images come as patch sequences (not written when None)
+    patch_size: int = 16  # side of a square patch; pixel_values rows hold num_channels * patch_size**2 values
+    num_patches: int = 256  # learned positions, a sqrt(num_patches)-sided square grid resized per image
+
+    def __post_init_config__(self) -> None:
+        super().__post_init_config__()
+        side = round(self.num_patches**0.5)
+        if side * side != self.num_patches:
+            raise ConfigError(f"num_patches ({self.num_patches}) must be a perfect square (e.g. 256 = 16 x 16).")
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if output.get("image_size") is None:
+            output.pop("image_size", None)
+        return output
+
+
+@config_class
+class Siglip2Config(SiglipConfig):
+    """Two-tower SigLIP2: a `Siglip2TextConfig`, a `Siglip2VisionConfig` and the initialisation factor."""
+
+    model_type: ClassVar[str] = "siglip2"
+    text_config_class: ClassVar[type] = Siglip2TextConfig
+    vision_config_class: ClassVar[type] = Siglip2VisionConfig
+
+
+CONFIG_CLASSES.update({cls.model_type: cls for cls in (Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig)})

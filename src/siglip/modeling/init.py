@@ -23,9 +23,7 @@ def variance_scaling_(tensor: torch.Tensor, distribution: str = "truncated_norma
     with torch.no_grad():
         if distribution == "truncated_normal":
             # 0.8796... is the std of a unit normal truncated to [-2, 2].
-            nn.init.trunc_normal_(
-                tensor, std=std / 0.87962566103423978, a=-2 * std / 0.8796, b=2 * std / 0.8796
-            )
+            nn.init.trunc_normal_(tensor, std=std / 0.87962566103423978, a=-2 * std / 0.8796, b=2 * std / 0.8796)
         else:
             nn.init.normal_(tensor, std=std)
 
@@ -37,12 +35,11 @@ def init_module(module: nn.Module) -> None:
     the classifier's std) overrides the generic lecun-normal its linears received first.
     """
     from .model import SiglipForImageClassification, SiglipModel
+    from .naflex import Siglip2VisionEmbeddings
     from .vision import MultiheadAttentionPoolingHead, SiglipVisionEmbeddings
 
-    if isinstance(module, SiglipVisionEmbeddings):
-        nn.init.normal_(
-            module.position_embedding.weight, std=1 / math.sqrt(module.position_embedding.weight.shape[1])
-        )
+    if isinstance(module, SiglipVisionEmbeddings | Siglip2VisionEmbeddings):
+        nn.init.normal_(module.position_embedding.weight, std=1 / math.sqrt(module.position_embedding.weight.shape[1]))
         patch = module.patch_embedding
         variance_scaling_(patch.weight)
         nn.init.zeros_(patch.bias)

@@ -90,12 +90,7 @@ def scaled_dot_product(
         weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         weights = F.dropout(weights, p=dropout, training=dropout > 0)
         return torch.matmul(weights, value), weights
-    if (
-        implementation == "flash_attention_2"
-        and bias is None
-        and query.is_cuda
-        and query.dtype != torch.float32
-    ):
+    if implementation == "flash_attention_2" and bias is None and query.is_cuda and query.dtype != torch.float32:
         from flash_attn import flash_attn_func
 
         output = flash_attn_func(
@@ -133,9 +128,7 @@ class SiglipAttention(nn.Module):
         key = self.k_proj(hidden_states).view(split).transpose(1, 2)
         value = self.v_proj(hidden_states).view(split).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        output, weights = scaled_dot_product(
-            query, key, value, bias, self.implementation, dropout, need_weights
-        )
+        output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
         output = output.transpose(1, 2).reshape(batch, tokens, -1)
         return self.out_proj(output), weights
 
@@ -159,9 +152,7 @@ class SiglipEncoderLayer(nn.Module):
     def __init__(self, config) -> None:
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = SiglipAttention(
-            config.hidden_size, config.num_attention_heads, config.attention_dropout
-        )
+        self.self_attn = SiglipAttention(config.hidden_size, config.num_attention_heads, config.attention_dropout)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
 
@@ -194,9 +185,7 @@ class SiglipEncoder(nn.Module):
         all_weights = [] if output_attentions else None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                hidden_states, weights = checkpoint(
-                    layer, hidden_states, bias, output_attentions, use_reentrant=False
-                )
+                hidden_states, weights = checkpoint(layer, hidden_states, bias, output_attentions, use_reentrant=False)
             else:
                 hidden_states, weights = layer(hidden_states, bias, output_attentions)
             if all_hidden is not None:

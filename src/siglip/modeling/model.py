@@ -24,10 +24,7 @@ def pairwise_sigmoid_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
 
     labels = 2*eye - 1;  loss = -sum(logsigmoid(labels * logits)) / batch.
     """
-    labels = (
-        2 * torch.eye(logits_per_text.shape[0], device=logits_per_text.device, dtype=logits_per_text.dtype)
-        - 1
-    )
+    labels = 2 * torch.eye(logits_per_text.shape[0], device=logits_per_text.device, dtype=logits_per_text.dtype) - 1
     return -F.logsigmoid(labels * logits_per_text).sum() / logits_per_text.shape[0]
 
 
@@ -130,9 +127,7 @@ class SiglipModel(SiglipPreTrainedModel):
         loss = None
         if return_loss:
             if logits_per_text.shape[0] != logits_per_text.shape[1]:
-                raise InputError(
-                    "return_loss=True needs as many texts as images (pair i is text i, image i)."
-                )
+                raise InputError("return_loss=True needs as many texts as images (pair i is text i, image i).")
             loss = pairwise_sigmoid_loss(logits_per_text)
         output = SiglipOutput(
             loss, logits_per_text.t(), logits_per_text, text_embeds, image_embeds, text_output, vision_output
@@ -141,9 +136,7 @@ class SiglipModel(SiglipPreTrainedModel):
 
     def _require_vision_head(self) -> None:
         if self.vision_model.head is None:
-            raise ConfigError(
-                "this model's vision tower has vision_use_head=False, so it has no image embedding."
-            )
+            raise ConfigError("this model's vision tower has vision_use_head=False, so it has no image embedding.")
 
 
 class SiglipForImageClassification(SiglipPreTrainedModel):

@@ -45,9 +45,7 @@ def resolve_dtype(dtype: Any, config: PretrainedConfig | None = None) -> torch.d
     name = str(dtype).removeprefix("torch.")
     resolved = getattr(torch, name, None)
     if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
-        raise InputError(
-            f"dtype {dtype!r} is not a floating-point torch dtype (e.g. torch.bfloat16 or 'auto')."
-        )
+        raise InputError(f"dtype {dtype!r} is not a floating-point torch dtype (e.g. torch.bfloat16 or 'auto').")
     return resolved
 
 
@@ -56,9 +54,7 @@ def resolve_device(device: Any) -> torch.device:
     if device is None:
         return torch.device("cpu")
     if isinstance(device, dict):
-        raise InputError(
-            "device_map as a dict is not supported; pass one device such as 'cuda', 'cpu' or 'auto'."
-        )
+        raise InputError("device_map as a dict is not supported; pass one device such as 'cuda', 'cpu' or 'auto'.")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -183,9 +179,7 @@ class SiglipPreTrainedModel(nn.Module):
             config_dict = read_config_dict(resolve_file(pretrained_model_name_or_path, CONFIG_NAME, options))
             config = cls.config_class.from_dict(cls.config_class.select_from(config_dict, source), **kwargs)
         elif kwargs:
-            raise InputError(
-                f"unexpected keyword arguments {sorted(kwargs)} (config fields go in the config)."
-            )
+            raise InputError(f"unexpected keyword arguments {sorted(kwargs)} (config fields go in the config).")
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
         target_device = resolve_device(device_map if device is None else device)
@@ -198,9 +192,7 @@ class SiglipPreTrainedModel(nn.Module):
         with torch.device("meta"):
             model = cls(config)
         model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-        alignment = align_keys(
-            checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes)
-        )
+        alignment = align_keys(checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes))
         newly_initialized = [k for k in alignment.missing if k.startswith(cls.optional_parts)]
         missing = [k for k in alignment.missing if k not in newly_initialized]
         if missing or alignment.unexpected or alignment.mismatched:
@@ -252,9 +244,7 @@ class SiglipPreTrainedModel(nn.Module):
         self.config.architectures = [type(self).__name__]
         self.config.dtype = str(self.dtype).removeprefix("torch.")
         self.config.save_pretrained(directory)
-        save_safetensors(
-            state_dict if state_dict is not None else self.state_dict(), directory, max_shard_size
-        )
+        save_safetensors(state_dict if state_dict is not None else self.state_dict(), directory, max_shard_size)
 
 
 def _foreign_parts(cls: type[SiglipPreTrainedModel], model_shapes: dict) -> tuple[str, ...]:
@@ -282,7 +272,5 @@ def _describe_mismatch(source: str, class_name: str, missing: list[str], alignme
         if names:
             shown = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
             parts.append(f"{title}: {shown}")
-    parts.append(
-        "Check that config.json matches the weights (model_type, sizes) and that the files are complete."
-    )
+    parts.append("Check that config.json matches the weights (model_type, sizes) and that the files are complete.")
     return "\n".join(parts)

@@ -79,9 +79,7 @@ class SiglipTextModel(SiglipPreTrainedModel):
 
     def _check_input_ids(self, input_ids: torch.Tensor | None) -> torch.Tensor:
         if input_ids is None:
-            raise InputError(
-                "input_ids is required: tokenize the text first (SiglipTokenizer or SiglipProcessor)."
-            )
+            raise InputError("input_ids is required: tokenize the text first (SiglipTokenizer or SiglipProcessor).")
         if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point():
             raise InputError("input_ids must be an integer torch tensor of shape (batch, tokens).")
         input_ids = input_ids.reshape(-1, input_ids.shape[-1])

@@ -54,9 +54,7 @@ class PackedMultiheadAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * hidden_size))
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(
-        self, query: torch.Tensor, key_value: torch.Tensor, bias: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, key_value: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         w_q, w_kv = self.in_proj_weight.split([query.shape[-1], 2 * query.shape[-1]])
         b_q, b_kv = self.in_proj_bias.split([query.shape[-1], 2 * query.shape[-1]])
         q = F.linear(query, w_q, b_q)
@@ -116,13 +114,23 @@ class SiglipVisionModel(SiglipPreTrainedModel):
         )
         self._check_pixel_values(pixel_values, interpolate_pos_encoding)
         hidden_states = self.embeddings(pixel_values, interpolate_pos_encoding)
+        output = self.encode_embeddings(hidden_states, None, output_attentions, output_hidden_states)
+        return output if return_dict else output.to_tuple()
+
+    def encode_embeddings(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> BaseModelOutputWithPooling:
+        """Encoder, post LayerNorm and MAP head over embedded patches; `bias` masks keys (SigLIP2 padding)."""
         last_hidden_state, all_hidden, all_attentions = self.encoder(
-            hidden_states, None, output_attentions, output_hidden_states
+            hidden_states, bias, output_attentions, output_hidden_states
         )
         last_hidden_state = self.post_layernorm(last_hidden_state)
-        pooled = self.head(last_hidden_state) if self.head is not None else None
-        output = BaseModelOutputWithPooling(last_hidden_state, pooled, all_hidden, all_attentions)
-        return output if return_dict else output.to_tuple()
+        pooled = self.head(last_hidden_state, bias) if self.head is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state, pooled, all_hidden, all_attentions)
 
     def _check_pixel_values(self, pixel_values: torch.Tensor | None, interpolate_pos_encoding: bool) -> None:
         config = self.config
@@ -133,9 +141,7 @@ class SiglipVisionModel(SiglipPreTrainedModel):
             )
         _, channels, height, width = pixel_values.shape
         if channels != config.num_channels:
-            raise InputError(
-                f"pixel_values has {channels} channels; the model expects {config.num_channels}."
-            )
+            raise InputError(f"pixel_values has {channels} channels; the model expects {config.num_channels}.")
         if height < config.patch_size or width < config.patch_size:
             raise InputError(f"images of {height}x{width} are smaller than one {config.patch_size}px patch.")
         grid = config.image_size // config.patch_size
