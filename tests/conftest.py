@@ -70,9 +70,7 @@ TINY_CONFIGS = {
 
 def to_pixel_values(image: Image.Image, size: tuple[int, int]) -> torch.Tensor:
     """The reference preprocessing in plain PIL/numpy: RGB, bicubic resize, /255, (x - 0.5) / 0.5."""
-    array = (
-        np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0
-    )
+    array = np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0
     return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1)
 
 
@@ -98,3 +96,32 @@ def random_ids(vocab_size: int, batch: int, length: int, seed: int = 0) -> torch
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().float() - b.detach().float()).abs().max().item()
+
+
+# A complete checkpoint as transformers writes it: tiny random SiglipModel + SentencePiece tokenizer + image
+# processor files. Zero-shot pipeline, processor, Auto-class and CLI tests load it from disk.
+CHECKPOINT_TEXT = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2)
+CHECKPOINT_VISION = dict(
+    hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+)
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(tmp_path_factory) -> Path:
+    import transformers
+    from spm_model import train_sentencepiece_model
+
+    folder = tmp_path_factory.mktemp("reference_checkpoint")
+    tokenizer = transformers.SiglipTokenizer(vocab_file=str(train_sentencepiece_model(folder / "spm")))
+    image_processor = transformers.SiglipImageProcessor(size={"height": 32, "width": 32})
+    config = transformers.SiglipConfig(
+        text_config={**CHECKPOINT_TEXT, "vocab_size": tokenizer.vocab_size}, vision_config=CHECKPOINT_VISION
+    )
+    torch.manual_seed(0)
+    model = transformers.SiglipModel(config).eval()
+    with torch.no_grad():  # spread the scores out so that comparisons and rankings mean something
+        model.logit_scale.fill_(3.0)
+        model.logit_bias.fill_(-1.0)
+    model.save_pretrained(folder)
+    transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

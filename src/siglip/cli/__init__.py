@@ -1,0 +1,49 @@
+"""The `siglip` command line: `siglip classify ...`, `siglip embed ...` (`siglip COMMAND --help` for each).
+
+Every deliberate error ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2;
+an interrupted run exits with 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import SiglipError
+from . import classify, export, index, search
+
+COMMANDS = (classify, export, search, index)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="siglip", description="SigLIP / SigLIP2 image-text models.")
+    parser.add_argument("--version", action="version", version=f"siglip {_version()}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subcommands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `siglip` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except SiglipError as error:
+        print(f"siglip: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("siglip: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

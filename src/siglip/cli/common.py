@@ -1,0 +1,57 @@
+"""What every `siglip` subcommand shares: model options, dtype/device parsing, progress bars, error exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+
+DEFAULT_MODEL = "google/siglip-base-patch16-224"
+DTYPES = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device, --dtype, --batch-size, --revision, --no-progress."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", "-m", default=DEFAULT_MODEL, help="Hub id or local folder (default: %(default)s)")
+    group.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
+    group.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    group.add_argument("--dtype", default="auto", choices=sorted(DTYPES), help="weights/activations dtype")
+    group.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
+    group.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+
+
+def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The model and processor `--model` names, on `--device` in `--dtype`, in eval mode."""
+    from ..auto import AutoModel, AutoProcessor
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    hub = {"revision": args.revision} if args.revision else {}
+    processor = AutoProcessor.from_pretrained(args.model, **hub)
+    model = AutoModel.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, **hub)
+    return model.eval(), processor
+
+
+def progress_bar(total: int, args: argparse.Namespace, unit: str = "img") -> Any:
+    """A tqdm bar on stderr for long jobs; silent for short ones, with --no-progress or when not a terminal."""
+    from tqdm.auto import tqdm
+
+    quiet = args.no_progress or total <= args.batch_size
+    return tqdm(total=total, unit=unit, dynamic_ncols=True, file=sys.stderr, disable=True if quiet else None)
+
+
+def warn(message: str) -> None:
+    print(f"siglip: {message}", file=sys.stderr)

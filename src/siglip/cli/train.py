@@ -1,0 +1,54 @@
+"""`siglip train --output-dir OUT --data DATA (--config config.json --tokenizer spiece.model | --model ID)`.
+
+Trains or fine-tunes a SigLIP model with the sigmoid loss; run it under `torchrun` for DDP or FSDP2. See
+`siglip.train` for the options (one flag per `TrainConfig` field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import SiglipError
+
+
+def register(subcommands: Any) -> None:
+    from ..train.config import TrainConfig
+
+    parser = subcommands.add_parser(
+        "train",
+        help="train from scratch, fine-tune or LiT-tune a model with the sigmoid loss (torchrun for DDP/FSDP)",
+        description="Train a SigLIP model: from a config (--config + --tokenizer) or a checkpoint (--model). "
+        "Under torchrun every rank runs this same command.",
+    )
+    TrainConfig.add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import TrainConfig, train
+
+    summary = train(TrainConfig.from_args(args))
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
+        print(json.dumps({"summary": summary}))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m siglip.train`: the `train` subcommand alone, with the CLI's error handling."""
+    parser = argparse.ArgumentParser(prog="python -m siglip.train", description="Train a SigLIP model.")
+    subcommands = parser.add_subparsers(dest="command")
+    register(subcommands)
+    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return run(args)
+    except SiglipError as error:
+        print(f"siglip train: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("siglip train: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,91 @@
+"""Batched text and image encoding with a model + processor: what the pipeline, the CLI and bulk jobs share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any
+
+import torch
+
+from .image_batches import ImageBatch, iter_image_batches
+from .image_io import load_image
+from .modeling.model import l2_normalize
+
+
+def load_rgb(source: Any, *, honor_exif: bool = True, timeout: float | None = None) -> Any:
+    """An image as the reference pipeline reads one: decoded, EXIF orientation applied, converted to RGB
+    with Pillow (an alpha band is dropped, not composited). `honor_exif=False` keeps the stored orientation."""
+    image = load_image(source, honor_exif=honor_exif, **({"timeout": timeout} if timeout else {}))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def model_inputs(inputs: Any, device: torch.device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A processor batch moved to the model's device; floating inputs (pixels) take the model's dtype."""
+    moved = {}
+    for key, value in dict(inputs).items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, dtype) if dtype is not None and value.is_floating_point() else value.to(device)
+        moved[key] = value
+    return moved
+
+
+def encode_texts(
+    model: Any,
+    processor: Any,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    *,
+    normalize: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> torch.Tensor:
+    """(N, D) text embeddings, tokenized as SigLIP was trained: padded and truncated to the model's
+    `max_position_embeddings` (64 for every released checkpoint, the length the reference pipeline uses).
+
+    `normalize` L2-normalises them (what cosine scores and zero-shot need); `progress(n)` is called per batch.
+    """
+    length = model.config.text_config.max_position_embeddings
+    chunks = []
+    for start in range(0, len(texts), batch_size):
+        chunk = list(texts[start : start + batch_size])
+        inputs = processor(text=chunk, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+        with torch.inference_mode():
+            features = model.get_text_features(**model_inputs(inputs, model.device))
+        chunks.append(l2_normalize(features) if normalize else features)
+        if progress is not None:
+            progress(len(chunk))
+    if not chunks:
+        return torch.empty(0, model.config.text_config.projection_size or model.config.text_config.hidden_size)
+    return torch.cat(chunks)
+
+
+def iter_encoded_images(
+    model: Any,
+    processor: Any,
+    images: Sequence[Any],
+    batch_size: int = 16,
+    *,
+    normalize: bool = True,
+    skip_errors: bool = False,
+    honor_exif: bool = True,
+    timeout: float | None = None,
+    workers: int | None = None,
+) -> Iterator[tuple[ImageBatch, torch.Tensor | None]]:
+    """Yield (batch, embeddings of `batch.indices`) in input order; later batches decode in threads meanwhile.
+
+    Images are PIL images, paths or URLs, read as `load_rgb` reads them. Unreadable ones raise `ImageError` naming the file, or with
+    `skip_errors` are listed in `batch.failures` (embeddings None when a whole batch failed).
+    """
+    load = partial(load_rgb, honor_exif=honor_exif, timeout=timeout)
+
+    def preprocess(loaded: list[Any]) -> Any:
+        return processor(images=loaded, return_tensors="pt")
+
+    batches = iter_image_batches(images, preprocess, batch_size, load=load, skip_errors=skip_errors, workers=workers)
+    for batch in batches:
+        if batch.inputs is None:
+            yield batch, None
+            continue
+        with torch.inference_mode():
+            features = model.get_image_features(**model_inputs(batch.inputs, model.device, model.dtype))
+        yield batch, l2_normalize(features) if normalize else features

@@ -1,0 +1,104 @@
+"""Decode and preprocess images in worker threads, batch by batch, ahead of the model.
+
+Pillow's decoders and resamplers release the GIL, so a few threads overlap decoding with the model's matmuls
+without the cost of processes. Every consumer of many images (the zero-shot pipeline, `siglip classify`,
+`siglip embed`) reads them through `iter_image_batches`, so bad files are handled the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ImageError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+
+
+@dataclass
+class ImageBatch:
+    """One preprocessed batch: `inputs` holds the images at `indices` (positions in the input sequence)."""
+
+    indices: list[int]
+    inputs: Any = None
+    failures: list[tuple[int, ImageError]] = field(default_factory=list)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def iter_image_batches(
+    sources: Sequence[Any],
+    preprocess: Callable[[list[Any]], Any],
+    batch_size: int = 16,
+    *,
+    load: Callable[[Any], Any] | None = None,
+    skip_errors: bool = False,
+    workers: int | None = None,
+    prefetch: int = 2,
+) -> Iterator[ImageBatch]:
+    """Yield `ImageBatch`es in input order while the next `prefetch` batches are decoded in the background.
+
+    `load(source)` turns a source (PIL image, path, URL) into a PIL image (default: `image_io.load_image`);
+    `preprocess(list_of_images)` turns the loaded images into model inputs. An `ImageError` from `load` stops
+    the iteration (raised here, naming the file) unless `skip_errors`, in which case it is reported in
+    `ImageBatch.failures` and the batch holds the other images (`inputs` is None when none were readable).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if load is None:
+        from .image_io import load_image as load
+    starts = range(0, len(sources), batch_size)
+
+    def prepare(start: int) -> ImageBatch:
+        batch = ImageBatch(indices=[])
+        images = []
+        for index in range(start, min(start + batch_size, len(sources))):
+            try:
+                images.append(load(sources[index]))
+            except ImageError as error:
+                if not skip_errors:
+                    raise
+                batch.failures.append((index, error))
+                continue
+            batch.indices.append(index)
+        if images:
+            batch.inputs = preprocess(images)
+        return batch
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        pending: deque[Future[ImageBatch]] = deque()
+        queued = iter(starts)
+        for start in queued:
+            pending.append(pool.submit(prepare, start))
+            if len(pending) > prefetch:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            next_start = next(queued, None)
+            if next_start is not None:
+                pending.append(pool.submit(prepare, next_start))
+            yield batch
+
+
+def expand_image_paths(inputs: Sequence[str | os.PathLike]) -> list[str]:
+    """Files as given (URLs kept), folders expanded recursively to their image files, sorted per folder."""
+    paths: list[str] = []
+    for item in inputs:
+        text = os.fspath(item)
+        if os.path.isdir(text):
+            found = []
+            for root, dirs, files in os.walk(text):
+                dirs.sort()
+                found.extend(
+                    os.path.join(root, name) for name in files if os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+                )
+            paths.extend(sorted(found))
+        else:
+            paths.append(text)
+    return paths
