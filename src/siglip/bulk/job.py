@@ -1,0 +1,282 @@
+"""A resumable bulk embedding job: plan shards from the source's fixed item order, write each one atomically.
+
+`BulkJob` owns the output folder (see `writer` for the layout): it records the plan in `job.json`, tells which
+shards are still to do, commits finished shards and writes the final manifest. The work itself is done by
+`run_local` (threads decode while the model runs, this module) or `bulk.ray_runner.run_ray` (Ray Data);
+both hand their results to the same `ShardAssembler`, so their output is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+from .sources import SourceItems, is_supported_image
+from .writer import (
+    ManifestRow,
+    atomic_write,
+    manifest_format,
+    read_manifest,
+    remove_stale_temporaries,
+    shard_paths,
+    write_embeddings,
+    write_manifest,
+)
+
+JOB_FILE = "job.json"
+FORMATS = ("npy", "safetensors")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Items `start:stop` of the ordered source, written as shard number `index`."""
+
+    index: int
+    start: int
+    stop: int
+
+
+def plan_shards(count: int, shard_size: int) -> list[Shard]:
+    """Cut `count` items into consecutive shards of `shard_size` (the last one shorter)."""
+    if shard_size < 1:
+        raise InputError(f"shard size must be >= 1, got {shard_size}")
+    return [Shard(i, start, min(start + shard_size, count)) for i, start in enumerate(range(0, count, shard_size))]
+
+
+def embedding_dim(config: Any, kind: str) -> int:
+    """Width of the embeddings a model gives for `kind` ("image" or "text")."""
+    if kind == "text":
+        return config.text_config.projection_size or config.text_config.hidden_size
+    return config.vision_config.hidden_size
+
+
+@dataclass
+class JobSpec:
+    """What `job.json` records; a resumed run must plan the very same job."""
+
+    source: str
+    kind: str
+    count: int
+    fingerprint: str
+    shard_size: int
+    format: str
+    manifest: str
+    model: str
+    normalized: bool
+    dim: int
+
+
+@dataclass
+class JobSummary:
+    """Counts of a finished job, from its manifest."""
+
+    total: int
+    ok: int
+    corrupt: int
+    unsupported: int
+    shards: int
+    resumed_shards: int
+    seconds: float
+    failures: list[ManifestRow] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.total} items: {self.ok} embedded, {self.corrupt} corrupt, {self.unsupported} unsupported; "
+            f"{self.shards} shards ({self.resumed_shards} already done) in {self.seconds:.1f}s"
+        )
+
+
+class BulkJob:
+    """The output folder of one job: plan, progress and commits."""
+
+    def __init__(self, out: str | os.PathLike, source: SourceItems, spec: JobSpec) -> None:
+        self.out = Path(out)
+        self.source = source
+        self.spec = spec
+        self.shards = plan_shards(spec.count, spec.shard_size)
+
+    @classmethod
+    def create(
+        cls,
+        out: str | os.PathLike,
+        source: SourceItems,
+        *,
+        source_name: str,
+        model: str,
+        dim: int,
+        shard_size: int = 4096,
+        fmt: str = "npy",
+        normalize: bool = True,
+    ) -> BulkJob:
+        """Start a job in `out`, or resume the one there (which must have the same plan)."""
+        if fmt not in FORMATS:
+            raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
+        spec = JobSpec(
+            source=str(source_name),
+            kind=source.kind,
+            count=len(source.items),
+            fingerprint=source.fingerprint(),
+            shard_size=shard_size,
+            format=fmt,
+            manifest=manifest_format(),
+            model=str(model),
+            normalized=normalize,
+            dim=dim,
+        )
+        out = Path(out)
+        job_file = out / JOB_FILE
+        if job_file.exists():
+            spec = cls._check_resume(job_file, spec)
+        elif out.exists() and any(out.iterdir()):
+            raise InputError(f"output folder {out} is not empty and holds no {JOB_FILE}: choose a new or empty folder")
+        else:
+            (out / "shards").mkdir(parents=True, exist_ok=True)
+            atomic_write(job_file, lambda tmp: tmp.write_text(json.dumps(asdict(spec), indent=1), encoding="utf-8"))
+        remove_stale_temporaries(out)
+        remove_stale_temporaries(out / "shards")
+        return cls(out, source, spec)
+
+    @staticmethod
+    def _check_resume(job_file: Path, planned: JobSpec) -> JobSpec:
+        recorded = JobSpec(**json.loads(job_file.read_text(encoding="utf-8")))
+        for name in ("kind", "count", "fingerprint", "shard_size", "format", "model", "normalized", "dim"):
+            if getattr(recorded, name) != getattr(planned, name):
+                raise InputError(
+                    f"{job_file.parent} holds a different job ({name}: {getattr(recorded, name)!r} there, "
+                    f"{getattr(planned, name)!r} now); resume with the same source and options, or use a new --out"
+                )
+        return recorded  # its manifest format wins, so a resumed job never mixes formats
+
+    def paths(self, shard: Shard) -> tuple[Path, Path]:
+        return shard_paths(self.out, shard.index, self.spec.format, self.spec.manifest)
+
+    def is_done(self, shard: Shard) -> bool:
+        return self.paths(shard)[1].exists()
+
+    def pending(self) -> list[Shard]:
+        return [shard for shard in self.shards if not self.is_done(shard)]
+
+    def commit(self, shard: Shard, embeddings: np.ndarray, rows: Sequence[ManifestRow]) -> None:
+        """Write a finished shard: embeddings first, then its manifest part (which marks it done)."""
+        embeddings_path, manifest_path = self.paths(shard)
+        write_embeddings(embeddings_path, embeddings.reshape(-1, self.spec.dim))
+        write_manifest(manifest_path, rows)
+
+    def finish(self, started: float, resumed: int) -> JobSummary:
+        """Concatenate the manifest parts into `manifest.<fmt>` and count the outcomes."""
+        rows = [row for shard in self.shards for row in read_manifest(self.paths(shard)[1])]
+        write_manifest(self.out / f"manifest.{self.spec.manifest}", rows)
+        count = {status: sum(row.status == status for row in rows) for status in ("ok", "corrupt", "unsupported")}
+        return JobSummary(
+            total=len(rows),
+            shards=len(self.shards),
+            resumed_shards=resumed,
+            seconds=time.perf_counter() - started,
+            failures=[row for row in rows if row.status != "ok"],
+            **count,
+        )
+
+
+class ShardAssembler:
+    """Collects per-item results of pending shards (in any order) and commits each shard once it is complete."""
+
+    def __init__(self, job: BulkJob, shards: Sequence[Shard]) -> None:
+        self.job = job
+        self.shards = {shard.index: shard for shard in shards}
+        self.results: dict[int, dict[int, tuple[str, str, np.ndarray | None]]] = {s.index: {} for s in shards}
+        self.committed = 0
+
+    def add(self, shard: int, position: int, status: str, error: str = "", embedding: np.ndarray | None = None) -> None:
+        """Record item `position` (index in the source) of `shard`; commit the shard when it is complete."""
+        results = self.results[shard]
+        results[position] = (status, error, embedding)
+        if len(results) == self.shards[shard].stop - self.shards[shard].start:
+            self._commit(self.shards.pop(shard), self.results.pop(shard))
+
+    def _commit(self, shard: Shard, results: dict[int, tuple[str, str, np.ndarray | None]]) -> None:
+        rows, vectors = [], []
+        for position in range(shard.start, shard.stop):
+            status, error, embedding = results[position]
+            item = self.job.source.items[position]
+            row = -1
+            if status == "ok":
+                row = len(vectors)
+                vectors.append(embedding)
+            rows.append(ManifestRow(item, item_size(item, self.job.spec.kind), status, error, shard.index, row))
+        matrix = np.stack(vectors) if vectors else np.empty((0, self.job.spec.dim), np.float32)
+        self.job.commit(shard, matrix, rows)
+        self.committed += 1
+
+
+def item_size(item: str, kind: str) -> int:
+    """File size in bytes (-1 if it cannot be read), or a text's UTF-8 length."""
+    if kind == "text":
+        return len(item.encode("utf-8", "surrogatepass"))
+    try:
+        return os.stat(item).st_size
+    except OSError:
+        return -1
+
+
+def run_local(
+    job: BulkJob,
+    model: Any,
+    processor: Any,
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    honor_exif: bool = True,
+    progress: Callable[[int], Any] | None = None,
+) -> None:
+    """Embed the job's pending shards in this process: worker threads decode upcoming batches while the model
+    runs (`encode.iter_encoded_images`); each shard is committed as soon as its last item is done."""
+    from ..encode import encode_texts, iter_encoded_images
+
+    pending = job.pending()
+    assembler = ShardAssembler(job, pending)
+    items, normalize = job.source.items, job.spec.normalized
+    if job.spec.kind == "text":
+        for shard in pending:
+            texts = items[shard.start : shard.stop]
+            embeddings = encode_texts(model, processor, texts, batch_size, normalize=normalize, progress=progress)
+            for position, vector in zip(range(shard.start, shard.stop), embeddings.float().cpu().numpy()):
+                assembler.add(shard.index, position, "ok", embedding=vector)
+        return
+    # (shard, source position) of every item the decoders will see; unsupported files are settled right away.
+    owners: list[tuple[int, int]] = []
+    for shard in pending:
+        for position in range(shard.start, shard.stop):
+            if is_supported_image(items[position]):
+                owners.append((shard.index, position))
+            else:
+                suffix = os.path.splitext(items[position])[1] or "(none)"
+                assembler.add(shard.index, position, "unsupported", f"not an image file (suffix {suffix})")
+                if progress is not None:
+                    progress(1)
+    paths = [items[position] for _, position in owners]
+    batches = iter_encoded_images(
+        model,
+        processor,
+        paths,
+        batch_size,
+        normalize=normalize,
+        skip_errors=True,
+        honor_exif=honor_exif,
+        workers=workers,
+    )
+    for batch, embeddings in batches:
+        for index, error in batch.failures:
+            assembler.add(*owners[index], "corrupt", str(error))
+        if embeddings is not None:
+            for index, vector in zip(batch.indices, embeddings.float().cpu().numpy()):
+                assembler.add(*owners[index], "ok", embedding=vector)
+        if progress is not None:
+            progress(len(batch.indices) + len(batch.failures))

@@ -1,0 +1,104 @@
+"""Training checkpoints: one file holding everything a run needs to continue exactly, written atomically.
+
+Contents: model and optimizer state (full, unsharded tensors), scheduler state, the optimizer step, the data
+position (micro-batches consumed per rank), the RNG states of torch, numpy and python for every rank, and the
+training config (to warn when a resume changes it). The file is written to a temporary name in the same folder
+and renamed over the target with `os.replace`, so a crash mid-write leaves either the old checkpoint or the new
+one, never a truncated file. It is read back with `torch.load(weights_only=True)`: no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import CheckpointError
+
+LAST = "last.pt"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain Python values (loadable with weights_only=True)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": _python_state_to_plain(random.getstate()),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _python_state_to_plain(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """`torch.save` to a temporary file next to `path`, fsync, then `os.replace`: all or nothing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint written by `atomic_save` (tensors and plain values only)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError) as error:
+        raise CheckpointError(f"cannot read the training checkpoint {path}: {error}") from None
+
+
+def find_resume_path(resume: str, output_dir: str | os.PathLike) -> Path | None:
+    """`--resume auto` -> output_dir/checkpoints/last.pt if it exists (else None: a fresh start);
+    `--resume PATH` -> that file (or PATH/last.pt for a folder), which must exist."""
+    if resume == "auto":
+        candidate = Path(output_dir) / "checkpoints" / LAST
+        return candidate if candidate.is_file() else None
+    path = Path(resume)
+    if path.is_dir():
+        path = path / LAST
+    if not path.is_file():
+        raise CheckpointError(f"--resume {resume}: no checkpoint file at {path}.")
+    return path

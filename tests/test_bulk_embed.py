@@ -1,0 +1,194 @@
+"""Bulk embedding (`siglip embed SOURCE --out DIR`): bad files listed, kill -9 + resume, sources, formats, Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES
+
+import siglip
+from siglip.bulk import embed_source, list_source, open_embeddings, read_manifest
+from siglip.cli import main as cli_main
+from siglip.errors import InputError
+
+GOOD = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png", "retina.jpg"]
+
+
+def collect(folder: Path) -> tuple[list, dict[str, np.ndarray]]:
+    """(manifest rows, path -> embedding) of a finished job, asserting each item is listed once."""
+    rows = read_manifest(next(folder.glob("manifest.*")))
+    assert len({row.path for row in rows}) == len(rows)
+    vectors = {}
+    for shard_file in sorted((folder / "shards").glob("shard-*.npy")) + sorted(
+        (folder / "shards").glob("*.safetensors")
+    ):
+        shard = int(shard_file.stem.split("-")[1])
+        embeddings = open_embeddings(shard_file)
+        ok = [row for row in rows if row.shard == shard and row.status == "ok"]
+        assert len(ok) == len(embeddings)
+        vectors.update({row.path: np.array(embeddings[row.row]) for row in ok})
+    return rows, vectors
+
+
+def expected_embeddings(checkpoint: Path, paths: list[str]) -> np.ndarray:
+    model = siglip.AutoModel.from_pretrained(checkpoint)
+    processor = siglip.AutoProcessor.from_pretrained(checkpoint)
+    from siglip.encode import load_rgb
+
+    pixels = processor(images=[load_rgb(p) for p in paths], return_tensors="pt").pixel_values
+    with torch.no_grad():
+        return torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels), dim=-1).numpy()
+
+
+@pytest.fixture(scope="module")
+def mixed_dir(tmp_path_factory) -> Path:
+    """Good photos (one in a subfolder), a corrupt JPEG, a truncated PNG, a text file and a file with no suffix."""
+    folder = tmp_path_factory.mktemp("mixed")
+    (folder / "sub").mkdir()
+    for i, name in enumerate(GOOD):
+        shutil.copy(FIXTURES / name, (folder / "sub" if i == 0 else folder) / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (folder / "truncated.png").write_bytes((FIXTURES / "chelsea.png").read_bytes()[:2000])
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "README").write_text("no suffix")
+    return folder
+
+
+def test_mixed_folder_lists_bad_files_with_reasons(reference_checkpoint, mixed_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = cli_main(
+        [
+            "embed",
+            str(mixed_dir),
+            "--out",
+            str(out),
+            "--model",
+            str(reference_checkpoint),
+            "--shard-size",
+            "3",
+            "--batch-size",
+            "2",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr()
+    assert "6 embedded, 2 corrupt, 2 unsupported" in printed.out
+    assert "broken.jpg" in printed.err and "notes.txt" in printed.err
+
+    rows, vectors = collect(out)
+    assert [row.path for row in rows] == sorted(str(p) for p in mixed_dir.rglob("*") if p.is_file())
+    status = {Path(row.path).name: (row.status, row.error) for row in rows}
+    assert status["broken.jpg"][0] == status["truncated.png"][0] == "corrupt"
+    assert "broken.jpg" in status["broken.jpg"][1] and "truncated" in status["truncated.png"][1]
+    assert status["notes.txt"][0] == status["README"][0] == "unsupported"
+    assert all(status[name] == ("ok", "") for name in GOOD)
+    assert all(row.size == os.path.getsize(row.path) for row in rows)
+    good = [row.path for row in rows if row.status == "ok"]
+    np.testing.assert_allclose(
+        np.stack([vectors[p] for p in good]), expected_embeddings(reference_checkpoint, good), atol=1e-5
+    )
+
+    # re-running resumes: nothing to do, same manifest; another plan in the same folder is refused
+    assert (
+        cli_main(
+            ["embed", str(mixed_dir), "--out", str(out), "--model", str(reference_checkpoint), "--shard-size", "3"]
+        )
+        == 0
+    )
+    assert "(4 already done)" in capsys.readouterr().out
+    with pytest.raises(InputError, match="different job"):
+        embed_source(mixed_dir, out, model=str(reference_checkpoint), shard_size=5)
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoint, tmp_path):
+    source = tmp_path / "many"
+    source.mkdir()
+    for i in range(96):  # 96 photos in 24 shards: the job outlives the first shard by a good margin
+        shutil.copy(FIXTURES / GOOD[i % len(GOOD)], source / f"{i:03d}_{GOOD[i % len(GOOD)]}")
+    (source / "zz_broken.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "siglip", "embed", str(source), "--out", str(out)]
+    command += ["--model", str(reference_checkpoint), "--shard-size", "4", "--batch-size", "4", "--no-progress"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((out / "shards").glob("shard-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
+    done_at_kill = len(list((out / "shards").glob("shard-*.parquet")))
+    assert 1 <= done_at_kill < 25 and not list(out.glob("manifest.*")), "the kill did not land mid-run"
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({done_at_kill} already done)" in resumed.stdout and "96 embedded, 1 corrupt" in resumed.stdout
+
+    reference = tmp_path / "uninterrupted"
+    embed_source(source, reference, model=str(reference_checkpoint), shard_size=4, batch_size=4)
+    rows, vectors = collect(out)
+    reference_rows, reference_vectors = collect(reference)
+    assert [(r.path, r.status, r.shard, r.row) for r in rows] == [
+        (r.path, r.status, r.shard, r.row) for r in reference_rows
+    ]
+    assert sorted(vectors) == sorted(str(p) for p in source.iterdir() if p.suffix != ".jpg" or "broken" not in p.name)
+    for path, vector in reference_vectors.items():
+        np.testing.assert_allclose(vectors[path], vector, atol=1e-5)
+    assert not [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
+
+
+def test_text_file_and_table_column_sources_safetensors(reference_checkpoint, tmp_path):
+    from siglip.encode import encode_texts
+
+    texts = ["a cat", "a dog on a beach", "", "a rocket " * 40, "coffee"]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (tmp_path / "table.csv").write_text(
+        "id,caption\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
+    assert list_source(tmp_path / "table.csv", column="caption").items == texts
+
+    model = siglip.AutoModel.from_pretrained(reference_checkpoint)
+    processor = siglip.AutoProcessor.from_pretrained(reference_checkpoint)
+    expected = encode_texts(model, processor, texts).numpy()
+    for name, column in (("texts.txt", None), ("table.csv", "caption")):
+        out = tmp_path / f"out_{name}"
+        summary = embed_source(
+            tmp_path / name, out, model=str(reference_checkpoint), column=column, shard_size=2, fmt="safetensors"
+        )
+        assert (summary.ok, summary.shards) == (5, 3)
+        rows, vectors = collect(out)
+        assert [row.path for row in rows] == texts
+        np.testing.assert_allclose(np.stack([vectors[t] for t in texts]), expected, atol=1e-5)
+    with pytest.raises(InputError, match="--column"):
+        embed_source(tmp_path / "table.csv", tmp_path / "x", model=str(reference_checkpoint))
+
+
+def test_ray_runner_gives_the_same_embeddings(reference_checkpoint, mixed_dir, tmp_path):
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    local, distributed = tmp_path / "local", tmp_path / "ray"
+    embed_source(mixed_dir, local, model=str(reference_checkpoint), shard_size=3, batch_size=2)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = embed_source(
+            mixed_dir, distributed, model=str(reference_checkpoint), shard_size=3, batch_size=2, ray=True
+        )
+    finally:
+        ray.shutdown()
+    assert (summary.ok, summary.corrupt, summary.unsupported) == (6, 2, 2)
+    rows, vectors = collect(distributed)
+    local_rows, local_vectors = collect(local)
+    assert [(r.path, r.status, r.shard, r.row) for r in rows] == [
+        (r.path, r.status, r.shard, r.row) for r in local_rows
+    ]
+    assert sorted(vectors) == sorted(local_vectors)
+    for path, vector in local_vectors.items():
+        np.testing.assert_allclose(vectors[path], vector, atol=1e-5)

@@ -1,0 +1,313 @@
+"""Training: the loss falls, exact resume, torchrun DDP, LiT, caption-file and tar data, atomic checkpoints,
+and the shipped demo model classifying the shipped example images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from siglip.train import TrainConfig, train
+from siglip.train import checkpoint as ckpt
+from siglip.train.data import EpochBatchSampler, TarShardStream, iter_tar_samples
+from siglip.train.loop import lr_multiplier
+from siglip.train.synthetic import HELD_OUT, ShapesDataset, train_vocabulary
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_MODEL = ROOT / "models" / "siglip-demo-shapes"
+EXAMPLE_IMAGES = ROOT / "examples" / "images"
+TINY = {
+    "model_type": "siglip",
+    "text_config": dict(
+        vocab_size=96,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+    ),
+    "vision_config": dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def setup_dir(tmp_path_factory) -> Path:
+    """A from-scratch setup: tiny config.json and a SentencePiece vocabulary of the synthetic captions."""
+    folder = tmp_path_factory.mktemp("train_setup")
+    (folder / "config.json").write_text(json.dumps(TINY))
+    train_vocabulary(str(folder / "spiece"), vocab_size=96)
+    return folder
+
+
+def tiny_config(setup_dir: Path, output: Path, **overrides) -> TrainConfig:
+    options = dict(
+        output_dir=str(output),
+        config=str(setup_dir / "config.json"),
+        tokenizer=str(setup_dir / "spiece.model"),
+        data="synthetic",
+        steps=8,
+        batch_size=16,
+        warmup_steps=2,
+        lr=2e-3,
+        log_every=1,
+        save_every=0,
+        quiet=True,
+    )
+    return TrainConfig(**{**options, **overrides})
+
+
+def read_log(output: Path) -> list[dict]:
+    return [json.loads(line) for line in (output / "train_log.jsonl").read_text().splitlines()]
+
+
+def test_loss_falls_and_output_loads(setup_dir, tmp_path):
+    from siglip import AutoModel, SiglipModel
+
+    summary = train(
+        tiny_config(setup_dir, tmp_path, steps=40, warmup_steps=5, eval_data="synthetic:eval", eval_samples=64)
+    )
+    losses = [record["loss"] for record in read_log(tmp_path) if "loss" in record and "step" in record]
+    assert len(losses) >= 40
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5, losses
+    assert {"zeroshot_shape", "zeroshot_colour_unseen", "i2t_recall@1"} <= set(summary["eval"])
+    logged = read_log(tmp_path)
+    assert any("eval" in record for record in logged)
+    assert all(key in logged[2] for key in ("lr", "samples_per_s", "loss"))
+    model = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(model, SiglipModel)
+    for name in ("config.json", "model.safetensors", "spiece.model", "preprocessor_config.json"):
+        assert (tmp_path / name).is_file()
+
+
+def test_from_scratch_uses_paper_logit_init(setup_dir, tmp_path):
+    train(tiny_config(setup_dir, tmp_path, steps=1, lr=1e-9, warmup_steps=1))
+    weights = load_file(tmp_path / "model.safetensors")
+    assert weights["logit_scale"].item() == pytest.approx(math.log(10), abs=1e-4)
+    assert weights["logit_bias"].item() == pytest.approx(-10, abs=1e-4)
+
+
+def test_stop_and_resume_equals_uninterrupted(setup_dir, tmp_path):
+    common = dict(steps=10, deterministic=True, grad_accum=2)
+    train(tiny_config(setup_dir, tmp_path / "straight", **common))
+    interrupted = tmp_path / "interrupted"
+    train(tiny_config(setup_dir, interrupted, stop_at=4, **common))
+    assert not (interrupted / "model.safetensors").exists()
+    state = ckpt.load_checkpoint(interrupted / "checkpoints" / "last.pt")
+    assert (state["step"], state["batches_seen"]) == (4, 8)
+    train(tiny_config(setup_dir, interrupted, resume="auto", **common))
+    straight = load_file(tmp_path / "straight" / "model.safetensors")
+    resumed = load_file(interrupted / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    for name in straight:
+        assert torch.equal(straight[name], resumed[name]), name
+
+
+def test_lit_leaves_image_tower_unchanged(setup_dir, tmp_path):
+    base = tmp_path / "base"
+    train(tiny_config(setup_dir, base, steps=2))
+    tuned = tmp_path / "lit"
+    train(
+        TrainConfig(
+            output_dir=str(tuned),
+            model=str(base),
+            data="synthetic",
+            steps=4,
+            batch_size=16,
+            warmup_steps=1,
+            lr=5e-3,
+            lock_image=True,
+            quiet=True,
+            save_every=0,
+        )
+    )
+    before, after = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
+    vision = [name for name in before if name.startswith("vision_model.")]
+    assert vision and all(torch.equal(before[name], after[name]) for name in vision)
+    assert not torch.equal(before["text_model.head.weight"], after["text_model.head.weight"])
+    assert not torch.equal(before["logit_bias"], after["logit_bias"])
+
+
+def write_images(folder: Path, count: int) -> list[tuple[str, str]]:
+    """Synthetic PNGs on disk with their captions: (file name, caption)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = ShapesDataset(split="train", image_size=40)
+    rows = []
+    for index in range(count):
+        image, caption = dataset[index]
+        image.save(folder / f"img{index:03d}.png")
+        rows.append((f"img{index:03d}.png", caption))
+    return rows
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_train_from_caption_file(setup_dir, tmp_path, kind):
+    rows = write_images(tmp_path / "data" / "images", 24)
+    if kind == "csv":
+        path = tmp_path / "data" / "captions.csv"
+        with path.open("w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(["image", "caption"])
+            writer.writerows([(f"images/{name}", caption) for name, caption in rows])
+    else:
+        path = tmp_path / "data" / "captions.jsonl"
+        path.write_text("".join(json.dumps({"path": f"images/{n}", "text": c}) + "\n" for n, c in rows))
+    summary = train(
+        tiny_config(
+            setup_dir,
+            tmp_path / "out",
+            data=str(tmp_path / "data"),
+            steps=3,
+            batch_size=8,
+            eval_data=str(path),
+            eval_samples=16,
+        )
+    )
+    assert summary["step"] == 3 and "i2t_recall@1" in summary["eval"]
+
+
+def write_shard(path: Path, rows: list[tuple[str, str]], images: Path) -> None:
+    with tarfile.open(path, "w") as archive:
+        for name, caption in rows:
+            key = Path(name).stem
+            archive.add(images / name, arcname=f"{key}.png")
+            text = images / f"{key}.txt"
+            text.write_text(caption)
+            archive.add(text, arcname=f"{key}.txt")
+
+
+def test_tar_shards_stream_shard_and_resume(setup_dir, tmp_path):
+    images = tmp_path / "images"
+    rows = write_images(images, 12)
+    shards = [tmp_path / "shard-000.tar", tmp_path / "shard-001.tar"]
+    write_shard(shards[0], rows[:6], images)
+    write_shard(shards[1], rows[6:], images)
+    samples = list(iter_tar_samples(str(shards[0])))
+    assert [caption for _, caption in samples] == [caption for _, caption in rows[:6]]
+    assert samples[0][0].size == (40, 40)
+    # Two ranks: disjoint shards, together all samples; skipping 2 batches drops exactly the first 2 x 2 samples.
+    names = [str(s) for s in shards]
+    per_rank = [[c for _, c in TarShardStream(names, 2, rank, 2, repeat=False)] for rank in range(2)]
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(c for _, c in rows)
+    assert [c for _, c in TarShardStream(names, 2, 0, 2, skip_batches=2, repeat=False)] == per_rank[0][4:]
+    # More readers than shards: sample-level split.
+    per_reader = [[c for _, c in TarShardStream(names[:1], 1, rank, 3, repeat=False)] for rank in range(3)]
+    assert sum(per_reader, []) != [] and sorted(sum(per_reader, [])) == sorted(c for _, c in rows[:6])
+    summary = train(
+        tiny_config(setup_dir, tmp_path / "out", data=str(tmp_path / "shard-{000..001}.tar"), steps=3, batch_size=4)
+    )
+    assert summary["step"] == 3
+
+
+def test_epoch_sampler_resumes_mid_epoch():
+    straight = EpochBatchSampler(10, 3, seed=1)
+    batches = [batch for batch, _ in zip(straight, range(7))]
+    assert len({i for batch in batches[:3] for i in batch}) == 9  # one epoch: 3 batches, no repeats
+    resumed = [batch for batch, _ in zip(EpochBatchSampler(10, 3, seed=1, start=4), range(3))]
+    assert resumed == batches[4:]
+
+
+def test_lr_schedule():
+    config = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_multiplier(0, config) == pytest.approx(0.1)
+    assert lr_multiplier(9, config) == pytest.approx(1.0)
+    assert lr_multiplier(60, config) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_multiplier(110, config) == pytest.approx(0.1)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    target = tmp_path / "checkpoints" / "last.pt"
+    ckpt.atomic_save({"step": 1, "weights": torch.ones(3)}, target)
+
+    def failing_save(payload, stream):
+        stream.write(b"partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        ckpt.atomic_save({"step": 2}, target)
+    assert os.listdir(target.parent) == ["last.pt"]  # no temporary left behind
+    assert ckpt.load_checkpoint(target)["step"] == 1  # the previous checkpoint is intact
+
+
+def test_rng_state_round_trip():
+    import random
+
+    import numpy as np
+
+    state = ckpt.capture_rng_state()
+    expected = (torch.rand(2), np.random.rand(2), random.random())
+    torch.rand(5), np.random.rand(5), random.random()
+    ckpt.restore_rng_state(state)
+    assert torch.equal(torch.rand(2), expected[0])
+    assert np.array_equal(np.random.rand(2), expected[1]) and random.random() == expected[2]
+
+
+def test_torchrun_ddp(setup_dir, tmp_path):
+    output = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "siglip.train",
+        "--output-dir",
+        str(output),
+        "--config",
+        str(setup_dir / "config.json"),
+        "--tokenizer",
+        str(setup_dir / "spiece.model"),
+        "--data",
+        "synthetic",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--warmup-steps",
+        "1",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    from siglip import AutoModel, SiglipProcessor
+
+    model = AutoModel.from_pretrained(output)
+    processor = SiglipProcessor.from_pretrained(output)
+    inputs = processor(text=["a red circle"], padding="max_length", max_length=16, return_tensors="pt")
+    assert model.get_text_features(**inputs).shape == (1, 32)
+    assert read_log(output)[0]["world_size"] == 2
+
+
+def test_held_out_combinations_never_in_training():
+    dataset = ShapesDataset(split="train")
+    seen = {(sample.colour, sample.shape) for sample in (dataset.sample(i)[2] for i in range(2000))}
+    assert len(HELD_OUT) == 8 and not seen & HELD_OUT and len(seen) == 56
+
+
+@pytest.mark.skipif(not (DEMO_MODEL / "model.safetensors").is_file(), reason="the demo model is not trained yet")
+def test_shipped_demo_model_classifies_example_images():
+    from siglip import pipeline
+
+    classify = pipeline("zero-shot-image-classification", model=str(DEMO_MODEL))
+    expected = json.loads((EXAMPLE_IMAGES / "labels.json").read_text())
+    labels = sorted(set(expected.values()))
+    assert len(expected) >= 6
+    for name, label in expected.items():
+        result = classify(str(EXAMPLE_IMAGES / name), candidate_labels=labels, hypothesis_template="a photo of a {}")
+        assert result[0]["label"] == label, (name, result[:3])
