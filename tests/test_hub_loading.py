@@ -47,9 +47,7 @@ def test_load_by_id_from_hub_cache_offline(saved_model, tmp_path):
         vision = siglip.SiglipVisionModel.from_pretrained("org/name", local_files_only=True)
         print(config.vision_config.image_size, vision.config.image_size)
     """
-    expected = float(
-        model.logit_scale.detach().sum() + sum(p.detach().double().sum() for p in model.parameters())
-    )
+    expected = float(model.logit_scale.detach().sum() + sum(p.detach().double().sum() for p in model.parameters()))
     for env in ({"HF_HUB_CACHE": str(tmp_path / "hub")}, {"HF_HOME": str(tmp_path)}):  # HF_HOME/hub
         result = run_offline(code, env)
         assert result.returncode == 0, result.stderr
@@ -77,14 +75,10 @@ def test_revision_and_cache_dir_arguments(saved_model, tmp_path):
     options = HubOptions(revision=commit, cache_dir=tmp_path, local_files_only=True)
     config_path = resolve_file("org/name", "config.json", options)
     assert config_path.parent.name == commit
-    loaded = siglip.SiglipModel.from_pretrained(
-        "org/name", revision=commit, cache_dir=tmp_path, local_files_only=True
-    )
+    loaded = siglip.SiglipModel.from_pretrained("org/name", revision=commit, cache_dir=tmp_path, local_files_only=True)
     assert torch.equal(loaded.logit_bias, model.logit_bias)
     with pytest.raises(siglip.CheckpointNotFoundError):
-        siglip.SiglipModel.from_pretrained(
-            "org/name", revision="b" * 40, cache_dir=tmp_path, local_files_only=True
-        )
+        siglip.SiglipModel.from_pretrained("org/name", revision="b" * 40, cache_dir=tmp_path, local_files_only=True)
 
 
 def test_sharded_checkpoint_round_trip_and_transformers_loads_it(saved_model, tmp_path):
@@ -110,9 +104,7 @@ def test_loading_does_no_initialisation_work(saved_model, monkeypatch):
     folder, model = saved_model
     calls = []
     original = siglip.modeling.init.init_module
-    monkeypatch.setattr(
-        siglip.modeling.init, "init_module", lambda module: calls.append(module) or original(module)
-    )
+    monkeypatch.setattr(siglip.modeling.init, "init_module", lambda module: calls.append(module) or original(module))
     loaded = siglip.SiglipModel.from_pretrained(folder)
     assert calls == []
     assert all(p.device.type == "cpu" for p in loaded.parameters()) and not loaded.training

@@ -25,18 +25,14 @@ def model():
 
 @pytest.fixture()
 def inputs(pixel_batch):
-    return dict(
-        input_ids=random_ids(TEXT["vocab_size"], 3, 16), pixel_values=pixel_batch(VISION["image_size"])
-    )
+    return dict(input_ids=random_ids(TEXT["vocab_size"], 3, 16), pixel_values=pixel_batch(VISION["image_size"]))
 
 
 def test_batch_equals_one_by_one(model, inputs):
     with torch.no_grad():
         batched = model(**inputs)
         for i in range(3):
-            single = model(
-                input_ids=inputs["input_ids"][i : i + 1], pixel_values=inputs["pixel_values"][i : i + 1]
-            )
+            single = model(input_ids=inputs["input_ids"][i : i + 1], pixel_values=inputs["pixel_values"][i : i + 1])
             assert max_diff(single.text_embeds[0], batched.text_embeds[i]) <= 1e-5
             assert max_diff(single.image_embeds[0], batched.image_embeds[i]) <= 1e-5
 
@@ -100,14 +96,9 @@ def test_half_precision_close_to_fp32(dtype, tolerance, model, inputs, tmp_path)
 
 def test_dtype_aliases_and_auto(model, tmp_path):
     model.to(torch.bfloat16).save_pretrained(tmp_path)
-    assert (
-        siglip.SiglipModel.from_pretrained(tmp_path).dtype == torch.bfloat16
-    )  # "auto" keeps the stored dtype
+    assert siglip.SiglipModel.from_pretrained(tmp_path).dtype == torch.bfloat16  # "auto" keeps the stored dtype
     assert siglip.SiglipModel.from_pretrained(tmp_path, torch_dtype="float32").dtype == torch.float32
-    assert (
-        siglip.SiglipModel.from_pretrained(tmp_path, dtype=torch.float16, device_map="auto").dtype
-        == torch.float16
-    )
+    assert siglip.SiglipModel.from_pretrained(tmp_path, dtype=torch.float16, device_map="auto").dtype == torch.float16
     with pytest.raises(siglip.InputError, match="floating-point"):
         siglip.SiglipModel.from_pretrained(tmp_path, dtype="int8")
     if not torch.cuda.is_available():
@@ -120,15 +111,11 @@ def test_outputs_behave_like_tuples_and_mappings(model, inputs):
         output = model(**inputs)
         as_tuple = model(**inputs, return_dict=False)
     assert isinstance(as_tuple, tuple) and len(as_tuple) == len(output) == 6  # no loss
-    assert torch.equal(output[0], output.logits_per_image) and torch.equal(
-        output["text_embeds"], output.text_embeds
-    )
+    assert torch.equal(output[0], output.logits_per_image) and torch.equal(output["text_embeds"], output.text_embeds)
     logits_per_image, logits_per_text, *_ = output
     assert torch.equal(logits_per_text, logits_per_image.t())
     assert torch.equal(as_tuple[0], output.logits_per_image)
-    assert isinstance(as_tuple[4], tuple) and torch.equal(
-        as_tuple[4][0], output.text_model_output.last_hidden_state
-    )
+    assert isinstance(as_tuple[4], tuple) and torch.equal(as_tuple[4][0], output.text_model_output.last_hidden_state)
     assert "loss" not in output and set(dict(output)) == set(output.keys())
     with pytest.raises(KeyError):
         output["loss"]

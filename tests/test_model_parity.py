@@ -50,9 +50,7 @@ def compare_two_tower(ours, ref, text_kwargs, vision_kwargs, pixel_batch) -> Non
     size = vision_kwargs["image_size"]
     pixel_values = pixel_batch(size, count=3)
     input_ids = random_ids(text_kwargs["vocab_size"], 3, text_kwargs.get("max_position_embeddings", 64))
-    inputs = dict(
-        input_ids=input_ids, pixel_values=pixel_values, output_hidden_states=True, output_attentions=True
-    )
+    inputs = dict(input_ids=input_ids, pixel_values=pixel_values, output_hidden_states=True, output_attentions=True)
     with torch.no_grad():
         if vision_kwargs.get("vision_use_head", True):
             mine, theirs = ours(**inputs, return_loss=True), ref(**inputs, return_loss=True)
@@ -86,9 +84,7 @@ def test_transformers_checkpoint_loads_with_identical_outputs(name, tmp_path, pi
 def test_our_checkpoint_loads_in_transformers_with_identical_outputs(name, tmp_path, pixel_batch):
     text_kwargs, vision_kwargs = TINY_CONFIGS[name]
     torch.manual_seed(3)
-    ours = siglip.SiglipModel(
-        siglip.SiglipConfig(text_config=text_kwargs, vision_config=vision_kwargs)
-    ).eval()
+    ours = siglip.SiglipModel(siglip.SiglipConfig(text_config=text_kwargs, vision_config=vision_kwargs)).eval()
     perturb_(ours, seed=4)
     ours.save_pretrained(tmp_path)
     ref = transformers.SiglipModel.from_pretrained(tmp_path, attn_implementation="eager").eval()
@@ -107,13 +103,8 @@ def test_full_size_base_patch16_224(tmp_path, pixel_batch):
         theirs = ref(input_ids=input_ids, pixel_values=pixel_values, return_loss=True)
     for key in ("loss", "logits_per_image", "text_embeds", "image_embeds"):
         assert max_diff(mine[key], theirs[key]) <= TOL, key
-    assert (
-        max_diff(mine.vision_model_output.last_hidden_state, theirs.vision_model_output.last_hidden_state)
-        <= TOL
-    )
-    assert (
-        max_diff(mine.text_model_output.last_hidden_state, theirs.text_model_output.last_hidden_state) <= TOL
-    )
+    assert max_diff(mine.vision_model_output.last_hidden_state, theirs.vision_model_output.last_hidden_state) <= TOL
+    assert max_diff(mine.text_model_output.last_hidden_state, theirs.text_model_output.last_hidden_state) <= TOL
 
 
 def test_tower_models_match_reference_towers(tmp_path, pixel_batch):
@@ -162,17 +153,11 @@ def test_image_classification_parity(num_labels, problem_type, labels, tmp_path,
     perturb_(ref)
     ref.save_pretrained(tmp_path)
     ours = siglip.SiglipForImageClassification.from_pretrained(tmp_path)
-    ref = transformers.SiglipForImageClassification.from_pretrained(
-        tmp_path, attn_implementation="eager"
-    ).eval()
+    ref = transformers.SiglipForImageClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
     pixel_values = pixel_batch(vision_kwargs["image_size"])
     with torch.no_grad():
-        mine = ours(
-            pixel_values=pixel_values, labels=labels, output_hidden_states=True, output_attentions=True
-        )
-        theirs = ref(
-            pixel_values=pixel_values, labels=labels, output_hidden_states=True, output_attentions=True
-        )
+        mine = ours(pixel_values=pixel_values, labels=labels, output_hidden_states=True, output_attentions=True)
+        theirs = ref(pixel_values=pixel_values, labels=labels, output_hidden_states=True, output_attentions=True)
     assert max_diff(mine.logits, theirs.logits) <= TOL
     assert max_diff(mine.loss, theirs.loss) <= TOL
     for a, b in zip(mine.hidden_states + mine.attentions, theirs.hidden_states + theirs.attentions):
@@ -225,9 +210,7 @@ def test_padded_attention_mask(implementation, tmp_path):
 
 def test_eager_and_sdpa_agree(tmp_path, pixel_batch):
     text_kwargs, vision_kwargs = TINY_CONFIGS["projection_differs"]
-    ours = siglip.SiglipModel(
-        siglip.SiglipConfig(text_config=text_kwargs, vision_config=vision_kwargs)
-    ).eval()
+    ours = siglip.SiglipModel(siglip.SiglipConfig(text_config=text_kwargs, vision_config=vision_kwargs)).eval()
     perturb_(ours)
     ours.save_pretrained(tmp_path)
     eager = siglip.SiglipModel.from_pretrained(tmp_path, attn_implementation="eager")

@@ -64,9 +64,7 @@ def resolve_file(
         if path.is_file():
             return path
         if required:
-            raise CheckpointNotFoundError(
-                f"{path} does not exist: the folder {name_or_path} has no {relative}."
-            )
+            raise CheckpointNotFoundError(f"{path} does not exist: the folder {name_or_path} has no {relative}.")
         return None
     return _download(str(name_or_path), filename, options, required)
 
@@ -112,9 +110,7 @@ def _download(repo_id: str, filename: str, options: HubOptions, required: bool) 
             f"(misspelt, private or gated without a token). Pass a local folder path or a valid Hub id."
         ) from None
     except RevisionNotFoundError:
-        raise CheckpointNotFoundError(
-            f"revision {options.revision!r} of {repo_id!r} does not exist."
-        ) from None
+        raise CheckpointNotFoundError(f"revision {options.revision!r} of {repo_id!r} does not exist.") from None
     except EntryNotFoundError:
         if not required:
             return None

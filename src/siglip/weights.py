@@ -35,9 +35,7 @@ class CheckpointFiles:
     is_pickle: bool = False
 
 
-def find_weight_files(
-    name_or_path: str | os.PathLike, options: HubOptions, allow_pickle: bool
-) -> CheckpointFiles:
+def find_weight_files(name_or_path: str | os.PathLike, options: HubOptions, allow_pickle: bool) -> CheckpointFiles:
     """Locate model.safetensors, or the shards its index lists, or (opt-in) pytorch_model.bin."""
     index = resolve_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, options, required=False)
     if index is not None:
@@ -64,9 +62,7 @@ def find_weight_files(
     )
 
 
-def iter_checkpoint_tensors(
-    files: CheckpointFiles, device: torch.device
-) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_checkpoint_tensors(files: CheckpointFiles, device: torch.device) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield (name, tensor) one tensor at a time, so that a checkpoint is never held twice in memory."""
     if files.is_pickle:
         yield from _read_pickle(files.paths[0]).items()
@@ -146,9 +142,7 @@ def align_keys(
                 alignment.unexpected.append(name)
             continue
         if tuple(shape) != tuple(model_shapes[target]):
-            alignment.mismatched.append(
-                f"{name}: checkpoint {tuple(shape)} vs model {tuple(model_shapes[target])}"
-            )
+            alignment.mismatched.append(f"{name}: checkpoint {tuple(shape)} vs model {tuple(model_shapes[target])}")
             continue
         alignment.mapping[name] = target
     covered = set(alignment.mapping.values())
@@ -196,9 +190,7 @@ def save_safetensors(
     )
     written = []
     for name, shard in zip(names, shards):
-        _atomic_write(
-            directory / name, lambda tmp, shard=shard: save_file(shard, str(tmp), metadata={"format": "pt"})
-        )
+        _atomic_write(directory / name, lambda tmp, shard=shard: save_file(shard, str(tmp), metadata={"format": "pt"}))
         written.append(directory / name)
     if len(shards) > 1:
         (directory / SAFE_WEIGHTS_NAME).unlink(missing_ok=True)
