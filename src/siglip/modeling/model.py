@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import SiglipConfig
 from ..errors import ConfigError, InputError
+from ..loss import sigmoid_loss_from_logits
 from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, SiglipOutput
 from .pretrained import SiglipPreTrainedModel
 from .text import SiglipTextModel
@@ -17,15 +18,6 @@ from .vision import SiglipVisionModel
 def l2_normalize(embeds: torch.Tensor) -> torch.Tensor:
     """x / ||x||, written as the reference writes it (no epsilon), so outputs match to the last bit."""
     return embeds / embeds.norm(p=2, dim=-1, keepdim=True)
-
-
-def pairwise_sigmoid_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """The SigLIP loss on a square logit matrix: every pair is a binary problem, positives on the diagonal.
-
-    labels = 2*eye - 1;  loss = -sum(logsigmoid(labels * logits)) / batch.
-    """
-    labels = 2 * torch.eye(logits_per_text.shape[0], device=logits_per_text.device, dtype=logits_per_text.dtype) - 1
-    return -F.logsigmoid(labels * logits_per_text).sum() / logits_per_text.shape[0]
 
 
 class SiglipModel(SiglipPreTrainedModel):
@@ -128,7 +120,7 @@ class SiglipModel(SiglipPreTrainedModel):
         if return_loss:
             if logits_per_text.shape[0] != logits_per_text.shape[1]:
                 raise InputError("return_loss=True needs as many texts as images (pair i is text i, image i).")
-            loss = pairwise_sigmoid_loss(logits_per_text)
+            loss = sigmoid_loss_from_logits(logits_per_text)
         output = SiglipOutput(
             loss, logits_per_text.t(), logits_per_text, text_embeds, image_embeds, text_output, vision_output
         )
