@@ -79,6 +79,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=ROOT / ".cache" / "demo-train", help="scratch folder")
     parser.add_argument("--eval-samples", type=int, default=2000)
     parser.add_argument("--fresh", action="store_true", help="ignore a checkpoint left in --work by an earlier run")
+    parser.add_argument(
+        "--stop-at", type=int, default=None, help="stop after this step (checkpoint kept; run again to continue)"
+    )
     return parser.parse_args()
 
 
@@ -120,9 +123,14 @@ def main() -> int:
             save_every=100,
             resume="auto",
             log_every=10,
+            stop_at=args.stop_at,
+            threads=args.threads,
         )
     )
     train_seconds = time.time() - started
+    if summary["step"] < args.steps:
+        print(f"stopped at step {summary['step']} of {args.steps}; run the same command again to continue")
+        return 0
 
     args.out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:

@@ -300,14 +300,42 @@ def test_held_out_combinations_never_in_training():
     assert len(HELD_OUT) == 8 and not seen & HELD_OUT and len(seen) == 56
 
 
+def test_cli_train_command(setup_dir, tmp_path, capsys):
+    from siglip.cli import main
+
+    output = tmp_path / "cli"
+    common = ["--config", str(setup_dir / "config.json"), "--tokenizer", str(setup_dir / "spiece.model")]
+    argv = ["train", "--output-dir", str(output), *common, "--data", "synthetic", "--steps", "2"]
+    assert main([*argv, "--batch-size", "4", "--warmup-steps", "1", "--log-every", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["summary"]
+    assert summary["step"] == 2 and (output / "model.safetensors").is_file()
+    assert [record["step"] for record in read_log(output) if "loss" in record and "step" in record] == [1, 2]
+    # An input mistake is a one-line error with exit code 2, not a traceback.
+    assert main(["train", "--output-dir", str(tmp_path / "x"), *common]) == 2
+    assert "--data is required" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not (DEMO_MODEL / "model.safetensors").is_file(), reason="the demo model is not trained yet")
 def test_shipped_demo_model_classifies_example_images():
     from siglip import pipeline
 
     classify = pipeline("zero-shot-image-classification", model=str(DEMO_MODEL))
     expected = json.loads((EXAMPLE_IMAGES / "labels.json").read_text())
-    labels = sorted(set(expected.values()))
-    assert len(expected) >= 6
-    for name, label in expected.items():
-        result = classify(str(EXAMPLE_IMAGES / name), candidate_labels=labels, hypothesis_template="a photo of a {}")
+    images, candidates = expected["images"], expected["candidate_labels"]
+    assert len(images) >= 6 and len(candidates) == 64 and expected["unseen_in_training"]
+    for name in expected["unseen_in_training"]:  # some examples are combinations training never showed
+        assert tuple(images[name].split()) in HELD_OUT
+    for name, label in images.items():
+        result = classify(
+            str(EXAMPLE_IMAGES / name), candidate_labels=candidates, hypothesis_template=expected["hypothesis_template"]
+        )
         assert result[0]["label"] == label, (name, result[:3])
+
+
+def test_shipped_demo_model_metrics_are_recorded():
+    """The README's accuracy numbers come from metrics.json, which train_demo.py writes from a fresh evaluation."""
+    if not (DEMO_MODEL / "metrics.json").is_file():
+        pytest.skip("the demo model is not trained yet")
+    metrics = json.loads((DEMO_MODEL / "metrics.json").read_text())
+    assert metrics["held_out"]["zeroshot_combo"] > 0.5  # chance: 1/64
+    assert metrics["unseen_combinations"]["zeroshot_combo"] > 0.1

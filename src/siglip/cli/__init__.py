@@ -1,4 +1,4 @@
-"""The `siglip` command line: `siglip classify ...`, `siglip embed ...` (`siglip COMMAND --help` for each).
+"""The `siglip` command line: `siglip classify | embed | search | index | train ...` (`siglip COMMAND --help`).
 
 Every deliberate error ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2;
 an interrupted run exits with 130.
@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import SiglipError
-from . import classify, export, index, search
+from . import classify, export, index, search, train
 
-COMMANDS = (classify, export, search, index)
+COMMANDS = (classify, export, search, index, train)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,10 +40,11 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m siglip.train`: the `train` subcommand alone, with the CLI's error handling."""
-    parser = argparse.ArgumentParser(prog="python -m siglip.train", description="Train a SigLIP model.")
-    subcommands = parser.add_subparsers(dest="command")
-    register(subcommands)
-    args = parser.parse_args(["train", *(sys.argv[1:] if argv is None else argv)])
+    from ..train.config import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="python -m siglip.train", description=__doc__.splitlines()[0])
+    TrainConfig.add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
     except SiglipError as error:
