@@ -133,9 +133,13 @@ class Index:
 
     def search_arrays(self, queries: Any, k: int = 10, *, ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (Q, k'), best first, k' = min(k, len(self)); `queries` is (Q, D) or (D,)."""
-        queries = _normalize(np.asarray(queries, dtype=np.float32).reshape(-1, self.dim) if self.dim else queries)
-        if queries.shape[-1] != self.dim:
-            raise InputError(f"queries have dimension {queries.shape[-1]}, the collection {self.dim}")
+        queries = np.asarray(queries, dtype=np.float32)
+        queries = queries[None, :] if queries.ndim == 1 else queries
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise InputError(
+                f"queries must be (Q, {self.dim}) or ({self.dim},) to match the collection, got {queries.shape}"
+            )
+        queries = _normalize(queries)
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
         k = min(k, len(self))
