@@ -192,3 +192,55 @@ def test_ray_runner_gives_the_same_embeddings(reference_checkpoint, mixed_dir, t
     assert sorted(vectors) == sorted(local_vectors)
     for path, vector in local_vectors.items():
         np.testing.assert_allclose(vectors[path], vector, atol=1e-5)
+
+
+def test_parquet_column_of_image_paths_csv_manifest_and_progress(
+    reference_checkpoint, mixed_dir, tmp_path, monkeypatch
+):
+    """A Parquet column of (relative) image paths, a CSV manifest (what a job without pyarrow writes), and the
+    progress bar: created with (total, already done), then advanced to the total."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    import siglip.bulk.job
+
+    source = tmp_path / "source"
+    shutil.copytree(mixed_dir, source)
+    names = ["coffee.png", "sub/astronaut.png", "missing.jpg", "notes.txt", "rocket.jpg"]
+    pq.write_table(pa.table({"file": names, "n": list(range(5))}), source / "table.parquet")
+    assert list_source(source / "table.parquet", column="file").kind == "text"
+    monkeypatch.setattr(siglip.bulk.job, "manifest_format", lambda: "csv")
+    bars = []
+
+    class Bar:
+        def __init__(self, total: int, initial: int) -> None:
+            self.total, self.initial, self.count, self.closed = total, initial, initial, False
+            bars.append(self)
+
+        def update(self, n: int) -> None:
+            self.count += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    out = tmp_path / "out"
+    run = dict(model=str(reference_checkpoint), column="file", kind="image", shard_size=2, make_bar=Bar)
+    summary = embed_source(source / "table.parquet", out, **run)
+    assert (summary.total, summary.ok, summary.corrupt, summary.unsupported) == (5, 3, 1, 1)
+    assert (bars[0].total, bars[0].initial, bars[0].count, bars[0].closed) == (5, 0, 5, True)
+    assert (out / "manifest.csv").is_file() and not list(out.glob("manifest.parquet"))
+    rows, vectors = collect(out)
+    assert [row.path for row in rows] == [str(source / name) for name in names]
+    assert [row.status for row in rows] == ["ok", "ok", "corrupt", "unsupported", "ok"]
+    assert "does not exist" in rows[2].error and rows[2].size == -1
+    good = [row.path for row in rows if row.status == "ok"]
+    np.testing.assert_allclose(
+        np.stack([vectors[p] for p in good]), expected_embeddings(reference_checkpoint, good), atol=1e-5
+    )
+
+    # a resumed run redoes only the unfinished shard, its bar starting at the items already done
+    (out / "shards" / "shard-00001.csv").unlink()
+    (out / "manifest.csv").unlink()
+    summary = embed_source(source / "table.parquet", out, **run)
+    assert (summary.resumed_shards, bars[1].total, bars[1].initial, bars[1].count) == (2, 5, 3, 5)
+    assert [(r.path, r.status, r.error) for r in collect(out)[0]] == [(r.path, r.status, r.error) for r in rows]
