@@ -6,9 +6,10 @@
 Method. Every (implementation, B) case runs in its own fresh Python process, so that its memory high-water mark is
 its own: the child builds the fp32 (B, 768) normalised embeddings and the scale/bias leaves, runs the same
 implementation once at B=256 (thread pools, allocator, lazy init), reads its resident set size (RSS, from
-/proc/self/statm) as the baseline, then runs forward+backward at full size once. "Peak extra" is the process's RSS
-high-water mark (getrusage ru_maxrss) minus that baseline: everything the loss and its backward held at the worst
-moment, including the (B, 768) gradients of both embeddings (2*B*768*4 bytes, unavoidable for any implementation;
+/proc/self/statm) as the baseline, resets the kernel's RSS high-water mark (`echo 5 > /proc/self/clear_refs`, so
+that building the inputs does not count), then runs forward+backward at full size once. "Peak extra" is the new
+high-water mark (VmHWM in /proc/self/status; getrusage's ru_maxrss where the reset is not allowed) minus that
+baseline: everything the loss and its backward held at the worst moment, including the (B, 768) gradients of both embeddings (2*B*768*4 bytes, unavoidable for any implementation;
 reported separately) and whatever glibc keeps cached (so it is an upper bound). torch's CPU allocator has no
 statistics and tracemalloc cannot see it, hence RSS. Wall time is the best of `--repeats` further forward+backward
 runs (grads reset to None each time). The loss values of all implementations are printed so their agreement
@@ -68,6 +69,24 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's per-process RSS high-water mark (Linux >= 4.0); False where not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes(was_reset: bool) -> int:
+    if was_reset:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmHWM:"))
+        return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def fwd_bwd(loss_fn, inputs: list[torch.Tensor]) -> tuple[float, float]:
     for x in inputs:
         x.grad = None
@@ -84,8 +103,9 @@ def run_case(impl: str, batch: int, block: int | None, repeats: int, open_clip_l
     inputs = make_inputs(batch)
     gc.collect()
     baseline = rss_bytes()
+    was_reset = reset_peak_rss()
     first, loss = fwd_bwd(loss_fn, inputs)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline  # ru_maxrss is in KiB on Linux
+    peak = peak_rss_bytes(was_reset) - baseline
     times = [fwd_bwd(loss_fn, inputs)[0] for _ in range(repeats)] or [first]
     return dict(impl=impl, batch=batch, block=block, time=min(times), times=times, peak=peak, loss=loss)
 
@@ -97,6 +117,11 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    try:
+        flags = next(line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags"))
+        cpu += " (" + ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags) + ")"
+    except (OSError, StopIteration):
+        pass
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} available threads; "
         f"load average at start {load} (the machine is shared with other jobs)"
@@ -165,7 +190,12 @@ def format_row(row: dict, rows: list[dict]) -> str:
 
 
 def markdown(rows: list[dict], description: str, args: argparse.Namespace) -> str:
+    command = " ".join(["python benchmarks/bench_loss.py", *sys.argv[1:]])
     header = [
+        "# Sigmoid loss: forward+backward time and peak extra memory",
+        "",
+        f"Command: `{command}`",
+        "",
         f"Machine: {description}. torch threads per case: {args.threads}; time = best of {args.repeats} "
         "forward+backward runs after a first (memory-measuring) run. D = 768, fp32.",
         "",
