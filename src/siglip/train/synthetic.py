@@ -30,7 +30,8 @@ COLOURS = {
 BACKGROUNDS = {**COLOURS, "gray": (128, 128, 128), "pink": (250, 170, 200), "brown": (120, 70, 30)}
 # One unseen colour per shape and one unseen shape per colour (a Latin-square diagonal): 8 of 64 combinations.
 HELD_OUT = frozenset((colour, SHAPES[(3 * i) % len(SHAPES)]) for i, colour in enumerate(COLOURS))
-SIZES = {"small": (0.28, 0.36), "medium": (0.42, 0.52), "large": (0.6, 0.74)}  # shape width / image side
+SIZES = {"small": (0.45, 0.52), "medium": (0.58, 0.66), "large": (0.72, 0.8)}  # shape width / image side
+JITTER = 0.12  # the centre moves up to this fraction of the side from the middle (shapes stay inside)
 
 TEMPLATES = (
     "a {colour} {shape}",
@@ -115,13 +116,14 @@ def _heart(cx: float, cy: float, radius: float) -> list[tuple[float, float]]:
 
 
 def draw(sample: ShapeSample, rng: random.Random, image_size: int = 64, supersample: int = 2) -> Image.Image:
-    """Render `sample` with a random position and small rotation (drawn at 2x, then downsampled: antialiased)."""
+    """Render `sample` near the centre (JITTER) with a random size and small rotation (drawn at 2x, then downsampled: antialiased)."""
     side = image_size * supersample
     image = Image.new("RGB", (side, side), BACKGROUNDS[sample.background])
     canvas = ImageDraw.Draw(image)
     low, high = SIZES[sample.size]
     radius = side * rng.uniform(low, high) / 2
-    cx, cy = (rng.uniform(radius + 1, side - radius - 1) for _ in range(2))
+    first, last = max(radius + 1, side * (0.5 - JITTER)), min(side - radius - 1, side * (0.5 + JITTER))
+    cx, cy = (rng.uniform(first, last) if first < last else side / 2 for _ in range(2))
     fill = COLOURS[sample.colour]
     tilt = rng.uniform(-0.25, 0.25)
     if sample.shape == "circle":
