@@ -61,7 +61,7 @@ def register(subcommands: Any) -> None:
         const="",
         default=None,
         metavar="ADDRESS",
-        help="run on Ray Data (a local instance or ADDRESS)",
+        help="run on Ray Data: a local instance, or the cluster at ADDRESS (e.g. auto); put it after SOURCE",
     )
     bulk.add_argument("--ray-actors", type=int, default=1, help="model replicas on Ray (default: %(default)s)")
     add_model_arguments(parser)
