@@ -1,6 +1,6 @@
 """Siglip2VisionModel (ours, padded and packed) vs transformers' Siglip2VisionModel on mixed-aspect NaFlex batches.
 
-    python benchmarks/bench_siglip2.py [--size small|base] [--repeats 3] [--threads 2] [--out results.md]
+    python benchmarks/bench_siglip2.py [--size small|base] [--repeats 3] [--threads 2] [--quick] [--out results.md]
 
 Both models hold the same random weights (transformers saves, we load). Two batches of 16 images, fp32, CPU:
   * processor: 16 aspect ratios from 1:8 to 8:1 (crops of the test photos), through transformers' NaFlex
@@ -10,6 +10,10 @@ Both models hold the same random weights (transformers saves, we load). Two batc
 Outputs are checked to agree (pooler within 1e-4) before timing. Each variant runs once as warm-up, then the
 variants are timed in turn `--repeats` times and the fastest run of each is kept (the least disturbed by other
 load). Wall-clock images/s and process CPU seconds are reported, with the ratio to transformers.
+`--quick`: small size, one repeat, nothing written (a smoke run).
+
+siglip padded = the default path (masked keys over the padded batch, packed oneDNN linears on CPU); siglip
+packed = `packed=True`: linears over the valid rows only, attention per image.
 """
 
 from __future__ import annotations
@@ -85,11 +89,14 @@ def time_variants(variants: dict, inputs: dict, repeats: int) -> dict[str, tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--size", choices=sorted(SIZES), default="base")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="small size, 1 repeat, no file written")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_siglip2.md")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.repeats, args.out = "small", 1, None
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     import transformers
@@ -133,8 +140,9 @@ def main() -> None:
                 f"{base_wall / wall:.2f}x |"
             )
             print(lines[-1], flush=True)
-    args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"written to {args.out}")
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

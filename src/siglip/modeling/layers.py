@@ -6,8 +6,10 @@ LayerNorm eps from the config, GELU (tanh approximation), attention softmax in f
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError, DependencyError
+from . import packed
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
@@ -67,11 +70,48 @@ def key_padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) ->
     return bias.masked_fill(~keep, torch.finfo(dtype).min)
 
 
+@dataclass(frozen=True)
+class Segments:
+    """Packed sequences: sequence i holds rows `bounds[i]` of a (1, total, hidden) batch, and attention stays
+    within each sequence. Passed where a key-padding bias would go (SigLIP2's packed mode)."""
+
+    bounds: tuple[tuple[int, int], ...]
+
+    @classmethod
+    def from_lengths(cls, lengths: list[int]) -> Segments:
+        ends = list(itertools.accumulate(lengths))
+        return cls(tuple(zip([0, *ends[:-1]], ends)))
+
+    def __len__(self) -> int:
+        return len(self.bounds)
+
+
+def segment_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, segments: Segments, dropout: float = 0.0
+) -> torch.Tensor:
+    """SDPA per sequence over packed keys/values (1, heads, total, head_dim).
+
+    `query` is either packed the same way (self-attention) or holds one batch row per sequence (the MAP head's
+    probe). The result has `query`'s shape, laid out (batch, tokens, heads, head_dim) underneath so that the
+    caller's transpose + reshape is free.
+    """
+    per_sequence_query = query.shape[0] == len(segments) and query.shape[2] != key.shape[2]
+    batch, heads, tokens, head_dim = query.shape
+    output = query.new_empty(batch, tokens, heads, head_dim).transpose(1, 2)
+    scale = head_dim**-0.5
+    for index, (start, end) in enumerate(segments.bounds):
+        rows = query[index : index + 1] if per_sequence_query else query[:, :, start:end]
+        target = output[index : index + 1] if per_sequence_query else output[:, :, start:end]
+        keys, values = key[:, :, start:end], value[:, :, start:end]
+        target.copy_(F.scaled_dot_product_attention(rows, keys, values, dropout_p=dropout, scale=scale))
+    return output
+
+
 def scaled_dot_product(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    bias: torch.Tensor | None,
+    bias: torch.Tensor | Segments | None,
     implementation: str,
     dropout: float = 0.0,
     need_weights: bool = False,
@@ -80,8 +120,11 @@ def scaled_dot_product(
 
     "eager" (or any call that needs the weights) materialises the probabilities with an fp32 softmax, as the
     reference does; "sdpa" uses PyTorch's fused kernel; "flash_attention_2" calls flash-attn on CUDA for
-    unmasked half-precision inputs and falls back to SDPA otherwise.
+    unmasked half-precision inputs and falls back to SDPA otherwise. `Segments` in place of a bias runs SDPA
+    within each packed sequence (no weights, no dropout: inference of SigLIP2's packed mode).
     """
+    if isinstance(bias, Segments):
+        return segment_attention(query, key, value, bias, dropout), None
     scale = query.shape[-1] ** -0.5
     if need_weights or implementation == "eager":
         scores = torch.matmul(query, key.transpose(-1, -2)) * scale
@@ -106,7 +149,13 @@ def scaled_dot_product(
 
 
 class SiglipAttention(nn.Module):
-    """Multi-head self-attention with separate q/k/v/out projections (the checkpoint layout)."""
+    """Multi-head self-attention with separate q/k/v/out projections (the checkpoint layout).
+
+    On the packed inference path (see packed.py) q, k and v run as one fused GEMM over the concatenated weights,
+    and the residual is added inside the output projection; the parameters stay the reference's.
+    """
+
+    uses_packed_weights = True  # fused projections keep a packed-weight cache (packed.py)
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -120,30 +169,60 @@ class SiglipAttention(nn.Module):
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(
-        self, hidden_states: torch.Tensor, bias: torch.Tensor | None = None, need_weights: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | Segments | None = None,
+        need_weights: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention over `hidden_states` (batch, tokens, hidden); `residual` is added to the output if given."""
         batch, tokens, _ = hidden_states.shape
-        split = (batch, tokens, self.num_heads, self.head_dim)
-        query = self.q_proj(hidden_states).view(split).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(split).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(split).transpose(1, 2)
+        query, key, value = self.project_qkv(hidden_states)
         dropout = self.dropout if self.training else 0.0
         output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
         output = output.transpose(1, 2).reshape(batch, tokens, -1)
-        return self.out_proj(output), weights
+        projected = packed.try_packed_linear(self.out_proj, output, residual=residual)
+        if projected is None:
+            projected = self.out_proj(output)
+            projected = projected if residual is None else residual + projected
+        return projected, weights
+
+    def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, tokens, hidden) -> query, key, value as (batch, heads, tokens, head_dim) views."""
+        cache = packed.module_cache(self)
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        if cache.usable(hidden_states, self.q_proj.weight):
+            weights, biases = [p.weight for p in projections], [p.bias for p in projections]
+            fused = packed.packed_linear(hidden_states, cache, weights, biases)
+            fused = fused.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+            return fused[0], fused[1], fused[2]
+        split = (*hidden_states.shape[:2], self.num_heads, self.head_dim)
+        return tuple(p(hidden_states).view(split).transpose(1, 2) for p in projections)
 
 
 class SiglipMLP(nn.Module):
-    """fc1 -> activation -> fc2."""
+    """fc1 -> activation -> fc2 (GELU and the optional residual fused into the GEMMs on the packed path)."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str) -> None:
         super().__init__()
+        self.hidden_act = hidden_act
         self.activation_fn = activation(hidden_act)
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.activation_fn(self.fc1(hidden_states)))
+    def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """fc2(act(fc1(x))), plus `residual` if given."""
+        fused_act = self.hidden_act if self.hidden_act in packed.FUSED_ACTIVATIONS else None
+        inner = packed.try_packed_linear(self.fc1, hidden_states, fused_act)
+        if inner is None:
+            inner = self.activation_fn(self.fc1(hidden_states))
+        elif fused_act is None:
+            inner = self.activation_fn(inner)
+        output = packed.try_packed_linear(self.fc2, inner, residual=residual)
+        if output is None:
+            output = self.fc2(inner)
+            output = output if residual is None else residual + output
+        return output
 
 
 class SiglipEncoderLayer(nn.Module):
@@ -157,11 +236,10 @@ class SiglipEncoderLayer(nn.Module):
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
 
     def forward(
-        self, hidden_states: torch.Tensor, bias: torch.Tensor | None = None, need_weights: bool = False
+        self, hidden_states: torch.Tensor, bias: torch.Tensor | Segments | None = None, need_weights: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, weights = self.self_attn(self.layer_norm1(hidden_states), bias, need_weights)
-        hidden_states = hidden_states + attended
-        hidden_states = hidden_states + self.mlp(self.layer_norm2(hidden_states))
+        hidden_states, weights = self.self_attn(self.layer_norm1(hidden_states), bias, need_weights, hidden_states)
+        hidden_states = self.mlp(self.layer_norm2(hidden_states), hidden_states)
         return hidden_states, weights
 
 
@@ -176,7 +254,7 @@ class SiglipEncoder(nn.Module):
     def forward(
         self,
         hidden_states: torch.Tensor,
-        bias: torch.Tensor | None = None,
+        bias: torch.Tensor | Segments | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:

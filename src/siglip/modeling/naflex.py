@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Siglip2VisionConfig
+from . import packed
 
 
 class Siglip2VisionEmbeddings(nn.Module):
@@ -36,11 +37,19 @@ class Siglip2VisionEmbeddings(nn.Module):
         self._grid_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_key: tuple | None = None
 
-    def forward(self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor) -> torch.Tensor:
-        """(batch, patches, c*p*p) patches and (batch, 2) grids -> (batch, patches, hidden) embeddings."""
-        weight = self.patch_embedding.weight
-        patches = self.patch_embedding(pixel_values.to(weight.dtype))
-        return patches + self.positions(spatial_shapes, pixel_values.shape[1])
+    def forward(
+        self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor, valid: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(batch, patches, c*p*p) patches and (batch, 2) grids -> (batch, patches, hidden) embeddings.
+
+        With a boolean `valid` (batch, patches) mask, only those rows are embedded, packed as (1, valid, hidden).
+        """
+        pixel_values = pixel_values.to(self.patch_embedding.weight.dtype)
+        positions = self.positions(spatial_shapes, pixel_values.shape[1])
+        if valid is not None:
+            pixel_values, positions = pixel_values[valid][None], positions[valid][None]
+        embedded = packed.try_packed_linear(self.patch_embedding, pixel_values, residual=positions)
+        return self.patch_embedding(pixel_values) + positions if embedded is None else embedded
 
     def positions(self, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
         """Per-image resized positions, (batch, length, hidden); rows past rows*cols repeat position 0.

@@ -26,6 +26,7 @@ from ..weights import (
     read_checkpoint_keys,
     save_safetensors,
 )
+from . import packed
 from .layers import SiglipAttention, SiglipEncoder, check_attn_implementation
 
 ModelT = TypeVar("ModelT", bound="SiglipPreTrainedModel")
@@ -124,6 +125,30 @@ class SiglipPreTrainedModel(nn.Module):
         for module in self.modules():
             if isinstance(module, SiglipAttention):
                 module.implementation = implementation
+
+    def set_weight_packing(self, enabled: bool) -> None:
+        """Turn the packed-oneDNN CPU inference path (see packed.py) on (default) or off; off frees the copies."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
+                cache = packed.module_cache(module)
+                cache.enabled = enabled
+                cache.clear()
+
+    def compile(self: ModelT, freezing: bool = True, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
+        """Opt-in: compile `forward` with torch.compile (inductor) in place, and return the model.
+
+        `freezing=True` (inductor's freezing) treats the weights as constants in inference (no_grad or
+        inference_mode): they are pre-packed for oneDNN and constant-folded once, at the first call. Weights
+        changed afterwards are not seen: call `compile()` again. Training steps compile without freezing.
+        `dynamic=True` (default) makes one graph serve every batch size; on CPU it also routes fp32 linears
+        to oneDNN (a static graph would use MKL's packed GEMM, slower on AMD CPUs). Other arguments go to
+        torch.compile (e.g. mode="max-autotune"). The first call pays the compilation (tens of seconds; kept
+        in inductor's on-disk cache for later processes). Accuracy: see tests/test_speed_modes.py.
+        """
+        options = dict(compile_kwargs.pop("options", None) or {})
+        options.setdefault("freezing", freezing)
+        super().compile(dynamic=dynamic, options=options, **compile_kwargs)
+        return self
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each encoder layer in backward to save activation memory (training only)."""

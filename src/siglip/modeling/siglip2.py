@@ -4,9 +4,10 @@ What differs from SigLIP, and nothing else, lives here: patch sequences with `pi
 `spatial_shapes` instead of image tensors, padding keys masked in every encoder layer and in the MAP head, and a
 mask-aware mean for classification. Parameter names are the reference's, so checkpoints load both ways.
 
-`packed=True` (vision inputs) runs a mixed batch without computing padding: images with the same number of
-valid patches are encoded together as a dense, unmasked batch, which is exactly the masked computation
-restricted to the valid rows. Outputs keep the padded layout, with zeros at padding rows.
+`packed=True` (vision inputs) runs a mixed batch without computing padding: the valid patches of all images
+form one packed sequence, so every linear layer runs once over exactly the valid rows, and attention runs
+per image (SDPA on each image's rows; no block-diagonal mask over the whole pack). That is exactly the masked
+computation restricted to the valid rows. Outputs keep the padded layout, with zeros at padding rows.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 
 from ..config import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
 from ..errors import InputError
-from .layers import key_padding_bias
+from .layers import Segments, key_padding_bias
 from .model import SiglipForImageClassification, SiglipModel
 from .naflex import Siglip2VisionEmbeddings
 from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, SiglipOutput
@@ -74,27 +75,20 @@ class Siglip2VisionModel(SiglipVisionModel):
         spatial_shapes: torch.Tensor,
         output_hidden_states: bool,
     ) -> BaseModelOutputWithPooling:
-        """Encode each group of equally long images densely, then scatter rows back to the padded layout."""
+        """Encode the valid rows of every image as one packed sequence, then scatter them to the padded layout."""
         _require_prefix_mask(pixel_attention_mask)
-        lengths = pixel_attention_mask.sum(dim=-1)
-        batch, width = pixel_values.shape[:2], self.config.hidden_size
-        dtype = self.embeddings.patch_embedding.weight.dtype
-        zeros = lambda: pixel_values.new_zeros((*batch, width), dtype=dtype)  # noqa: E731
-        last_hidden_state = zeros()
-        hidden_states = [zeros() for _ in range(len(self.encoder.layers) + 1)] if output_hidden_states else None
-        pooled = pixel_values.new_zeros((batch[0], width), dtype=dtype) if self.head is not None else None
-        for length in torch.unique(lengths).tolist():
-            images = (lengths == length).nonzero().flatten().to(pixel_values.device)
-            embedded = self.embeddings(pixel_values[images, :length], spatial_shapes[images])
-            group = self.encode_embeddings(embedded, None, False, output_hidden_states)
-            last_hidden_state[images, :length] = group.last_hidden_state
-            if pooled is not None:
-                pooled[images] = group.pooler_output
-            for full, part in zip(hidden_states or (), group.hidden_states or ()):
-                full[images, :length] = part
-        return BaseModelOutputWithPooling(
-            last_hidden_state, pooled, tuple(hidden_states) if hidden_states else None, None
-        )
+        valid = pixel_attention_mask.bool()
+        segments = Segments.from_lengths(pixel_attention_mask.sum(dim=-1).tolist())
+        embedded = self.embeddings(pixel_values, spatial_shapes, valid)
+        packed = self.encode_embeddings(embedded, segments, False, output_hidden_states)
+
+        def unpack(rows: torch.Tensor) -> torch.Tensor:
+            padded = rows.new_zeros((*valid.shape, rows.shape[-1]))
+            padded[valid] = rows[0]
+            return padded
+
+        hidden_states = tuple(unpack(h) for h in packed.hidden_states) if packed.hidden_states else None
+        return BaseModelOutputWithPooling(unpack(packed.last_hidden_state), packed.pooler_output, hidden_states, None)
 
     def _check_naflex_inputs(
         self,

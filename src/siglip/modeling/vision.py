@@ -9,7 +9,8 @@ from torch import nn
 
 from ..config import SiglipVisionConfig
 from ..errors import InputError
-from .layers import SiglipEncoder, SiglipMLP, scaled_dot_product
+from . import packed
+from .layers import Segments, SiglipEncoder, SiglipMLP, scaled_dot_product
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import SiglipPreTrainedModel
 
@@ -47,6 +48,8 @@ class PackedMultiheadAttention(nn.Module):
     """Cross-attention with packed q/k/v input projections: the `nn.MultiheadAttention` parameter layout
     (`in_proj_weight`, `in_proj_bias`, `out_proj`) that SigLIP checkpoints store for the MAP head."""
 
+    uses_packed_weights = True  # fused projections keep a packed-weight cache (packed.py)
+
     def __init__(self, hidden_size: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -54,11 +57,17 @@ class PackedMultiheadAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * hidden_size))
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
-    def forward(self, query: torch.Tensor, key_value: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, query: torch.Tensor, key_value: torch.Tensor, bias: torch.Tensor | Segments | None = None
+    ) -> torch.Tensor:
         w_q, w_kv = self.in_proj_weight.split([query.shape[-1], 2 * query.shape[-1]])
         b_q, b_kv = self.in_proj_bias.split([query.shape[-1], 2 * query.shape[-1]])
         q = F.linear(query, w_q, b_q)
-        k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
+        cache = packed.module_cache(self)
+        if cache.usable(key_value, w_kv):
+            k, v = packed.packed_linear(key_value, cache, [w_kv], [b_kv]).chunk(2, dim=-1)
+        else:
+            k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
         heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
         output, _ = scaled_dot_product(heads(q), heads(k), heads(v), bias, "sdpa")
         return self.out_proj(output.transpose(1, 2).flatten(2))
@@ -74,10 +83,12 @@ class MultiheadAttentionPoolingHead(nn.Module):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
 
-    def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        probe = self.probe.expand(hidden_states.shape[0], -1, -1)
+    def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor | Segments | None = None) -> torch.Tensor:
+        """Pooled (batch, hidden); with `Segments`, one probe per packed sequence of `hidden_states`."""
+        batch = len(bias) if isinstance(bias, Segments) else hidden_states.shape[0]
+        probe = self.probe.expand(batch, -1, -1)
         pooled = self.attention(probe, hidden_states, bias)
-        pooled = pooled + self.mlp(self.layernorm(pooled))
+        pooled = self.mlp(self.layernorm(pooled), pooled)
         return pooled[:, 0]
 
 
@@ -120,7 +131,7 @@ class SiglipVisionModel(SiglipPreTrainedModel):
     def encode_embeddings(
         self,
         hidden_states: torch.Tensor,
-        bias: torch.Tensor | None,
+        bias: torch.Tensor | Segments | None,
         output_attentions: bool,
         output_hidden_states: bool,
     ) -> BaseModelOutputWithPooling:

@@ -1,0 +1,131 @@
+"""The speed paths: packed oneDNN linears (default CPU inference), `model.compile()`, bf16, SigLIP2 packing.
+
+Each is checked against the plain path with a stated tolerance, and the checkpoint format is checked to stay the
+reference's (fused q/k/v exists only as a packed cache, never in the state dict).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers
+from conftest import TINY_CONFIGS, max_diff, random_ids
+
+import siglip
+from siglip.modeling.packed import PackedWeights
+
+TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
+# fp32 packed vs plain: same math, another summation order.
+PACKED_TOL = 1e-5
+# compiled (inductor, frozen weights) vs eager, fp32.
+COMPILE_TOL = 1e-4
+
+
+@pytest.fixture()
+def model():
+    torch.manual_seed(0)
+    model = siglip.SiglipModel(siglip.SiglipConfig(text_config=TEXT, vision_config=VISION)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    return model
+
+
+@pytest.fixture()
+def inputs(pixel_batch):
+    return dict(input_ids=random_ids(TEXT["vocab_size"], 3, 12), pixel_values=pixel_batch(VISION["image_size"]))
+
+
+def caches(model: torch.nn.Module) -> list[PackedWeights]:
+    return [m.__dict__["packed_weights"] for m in model.modules() if "packed_weights" in m.__dict__]
+
+
+def plain_outputs(model, inputs):
+    model.set_weight_packing(False)
+    with torch.no_grad():
+        output = model(**inputs)
+    model.set_weight_packing(True)
+    return output
+
+
+def test_packed_path_is_used_and_equals_plain(model, inputs):
+    plain = plain_outputs(model, inputs)
+    assert not any(cache._value is not None for cache in caches(model))
+    with torch.no_grad():
+        fast = model(**inputs)
+    used = [cache for cache in caches(model) if cache._value is not None]
+    # Every linear of both towers except the MAP head's query path; q/k/v count once (fused).
+    assert len(used) >= 2 * 2 * 4
+    for key in ("logits_per_image", "text_embeds", "image_embeds"):
+        assert max_diff(fast[key], plain[key]) <= PACKED_TOL, key
+
+
+def test_packed_cache_follows_in_place_weight_updates(model, inputs):
+    with torch.no_grad():
+        before = model(**inputs).image_embeds
+        model.vision_model.encoder.layers[0].self_attn.k_proj.weight.mul_(1.5)
+        model.vision_model.encoder.layers[0].mlp.fc1.bias.add_(0.1)
+        after = model(**inputs).image_embeds
+    assert max_diff(before, after) > 1e-3
+    assert max_diff(after, plain_outputs(model, inputs).image_embeds) <= PACKED_TOL
+
+
+def test_training_takes_the_differentiable_path(model, inputs):
+    """With grad enabled, outputs and gradients are the plain ones (the packed path never sees autograd)."""
+    with torch.no_grad():
+        model(**inputs)  # fill the caches first
+    model.train()
+    loss = model(**inputs, return_loss=True).loss
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.set_weight_packing(False)
+    model(**inputs, return_loss=True).loss.backward()
+    assert len(grads) > 20
+    for name, parameter in model.named_parameters():
+        if name in grads:
+            assert torch.equal(grads[name], parameter.grad), name
+
+
+def test_state_dict_keeps_the_reference_names(model, inputs, tmp_path):
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_image
+    reference = transformers.SiglipModel(transformers.SiglipConfig(text_config=TEXT, vision_config=VISION))
+    assert sorted(model.state_dict()) == sorted(reference.state_dict())
+    model.save_pretrained(tmp_path)
+    loaded = siglip.SiglipModel.from_pretrained(tmp_path)
+    theirs = transformers.SiglipModel.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert max_diff(loaded(**inputs).logits_per_image, expected) <= PACKED_TOL
+        assert max_diff(theirs(**inputs).logits_per_image, expected) <= PACKED_TOL
+    clone = copy.deepcopy(model)
+    assert all(cache._value is None for cache in caches(clone))
+    with torch.no_grad():
+        assert max_diff(clone(**inputs).logits_per_image, expected) <= PACKED_TOL
+
+
+def test_bf16_packed_close_to_fp32(model, inputs, tmp_path):
+    model.save_pretrained(tmp_path)
+    half = siglip.SiglipModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    with torch.no_grad():
+        fast = half(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].bfloat16())
+        full = model(**inputs)
+    assert any(cache._value is not None for cache in caches(half))
+    for key in ("text_embeds", "image_embeds"):
+        cosine = torch.nn.functional.cosine_similarity(fast[key].float(), full[key], dim=-1)
+        assert cosine.min() > 0.99, key
+
+
+def test_compile_matches_eager(model, inputs):
+    """`compile()` (inductor, frozen pre-packed weights, dynamic batch) stays within COMPILE_TOL of eager."""
+    with torch.no_grad():
+        eager = model(**inputs)
+    compiled = copy.deepcopy(model).compile()
+    with torch.inference_mode():
+        first = compiled(**inputs)
+        second = compiled(input_ids=inputs["input_ids"][:2], pixel_values=inputs["pixel_values"][:2])
+    for key in ("logits_per_image", "text_embeds", "image_embeds"):
+        assert max_diff(first[key], eager[key]) <= COMPILE_TOL, key
+    assert max_diff(second.image_embeds, eager.image_embeds[:2]) <= COMPILE_TOL
