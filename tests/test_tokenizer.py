@@ -324,3 +324,27 @@ def test_bad_options_raise_typed_error(vocab):
         tokenizer("a", return_tensors="tf")
     with pytest.raises(InputError, match="outside the vocabulary"):
         tokenizer.decode([10**6])
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_large_plain_batch_parity_threaded_path(any_vocab, direct):
+    """Batches without special tokens take the chunked, threaded path (direct encoding when the model allows it)."""
+    ours, ref = SiglipTokenizer(any_vocab), reference(any_vocab)
+    assert ours._direct  # both test models qualify: no piece holds "▁" after its first character
+    ours._direct = direct
+    plain = [text for text in SHORT if not any(token in text for token in ref.all_special_tokens) and "\x00" not in text]
+    batch = (plain * (3000 // len(plain) + 1))[:3000]  # several chunks of 1024
+    for kwargs in (
+        dict(padding="max_length", truncation=True),
+        dict(padding=True, truncation=True, max_length=16),
+        dict(padding=False),
+    ):
+        assert ours(batch, **kwargs) == dict(ref(batch, **kwargs)), kwargs
+    tensors = ours(batch, padding="max_length", truncation=True, return_tensors="pt")
+    expected = ref(batch, padding="max_length", truncation=True, return_tensors="pt")
+    assert torch.equal(tensors["input_ids"], expected["input_ids"])
+    assert torch.equal(tensors["attention_mask"], expected["attention_mask"])
+    left = SiglipTokenizer(any_vocab, padding_side="left", truncation_side="left")
+    left_ref = reference(any_vocab, padding_side="left", truncation_side="left")
+    kwargs = dict(padding="max_length", truncation=True, max_length=12)
+    assert left(batch, **kwargs) == dict(left_ref(batch, **kwargs))

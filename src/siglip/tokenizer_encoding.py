@@ -1,0 +1,215 @@
+"""Text -> SentencePiece ids the way the reference's `SiglipTokenizer` produces them, fast on large batches.
+
+The reference's quirks decide the ids:
+
+- Literal special tokens in the text (`"</s>"`, `"<unk>"`, additional ones) are split out first, case-sensitively,
+  and map straight to their ids; only the text between them is canonicalised and encoded.
+- The text gets a leading `▁` (any `▁` inside becomes a space) before canonicalisation, so `strip` never removes
+  leading whitespace; a lone `▁` piece right before a special token is dropped again.
+- Each segment is canonicalised (lowercase, drop `string.punctuation`, collapse whitespace, strip), then
+  encoded as `"<unk>" + segment` with the first `len(encode("<unk>"))` pieces dropped, which keeps
+  SentencePiece from treating the leading `▁` as its dummy prefix.
+- A text that ends in `</s>` gets no second `</s>`; truncation keeps room for one `</s>` (`max_length - 1` ids).
+
+Speed. In the common case (no special token anywhere in the batch) every segment starts with `▁`, and for
+models where no piece holds a `▁` after its first character, no piece can straddle the `"<unk>"|▁` boundary:
+encoding `▁segment` directly gives the same pieces without the prefix (`_direct_encoding` checks this on the
+model and on probe strings when the tokenizer is built). The batch is then cut into chunks that worker threads
+canonicalise (holding the GIL), encode (SentencePiece releases it) and collect into numpy, so the Python work
+of one chunk overlaps the encoding of another on the other core. Truncation, `</s>` and padding are numpy
+operations on the whole batch (`tokenizer_batching`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import sentencepiece as spm
+
+from .errors import InputError
+from .tokenizer_batching import EncodedRows, flatten_rows
+from .tokenizer_canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch, canonicalize_joined
+
+# SentencePiece's list API always starts a thread pool (~40 us); below this many jobs, encode them one by one.
+_THREADED_BATCH = 64
+# Texts per chunk when a batch is split across worker threads.
+_CHUNK = 1024
+# Segments whose direct encoding must equal the prefixed one before the direct path is trusted.
+_PROBES = ("▁", "▁a", "▁ a", "▁a ", "▁a  b", "▁▁a", "▁a ▁b", "▁<a>")
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One shared pool per size: tokenizers are cheap to build and must not each own threads."""
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siglip-tokenize")
+    return _POOLS[workers]
+
+
+def _direct_encoding(sp_model: spm.SentencePieceProcessor, prefix: bytes, prefix_length: int) -> bool:
+    """Whether encoding `▁segment` alone gives the pieces of `prefix + ▁segment` after the prefix's pieces."""
+    underline = sp_model.piece_to_id(SPIECE_UNDERLINE)
+    if sp_model.id_to_piece(underline) != SPIECE_UNDERLINE or sp_model.is_unknown(underline):
+        return False
+    if any(SPIECE_UNDERLINE in sp_model.id_to_piece(i)[1:] for i in range(sp_model.get_piece_size())):
+        return False
+    for probe in _PROBES:
+        job = probe.encode()
+        if sp_model.encode(job, out_type=str) != sp_model.encode(prefix + job, out_type=str)[prefix_length:]:
+            return False
+    return True
+
+
+class SentencePieceEncoding:
+    """The encoding half of `SiglipTokenizer` (which sets `sp_model`, `unk_token`, `do_lower_case`, the added
+    tokens and `num_threads` before calling `_setup_encoding`)."""
+
+    sp_model: spm.SentencePieceProcessor
+
+    def _setup_encoding(self) -> None:
+        # Number of pieces of the "<unk>" prefix to drop after encoding "<unk>" + segment.
+        self._unk_prefix = self.unk_token.encode("utf-8")
+        self._prefix_length = len(self.sp_model.encode(self.unk_token))
+        sampling = bool(self.sp_model_kwargs)  # sampling options: keep the reference's calls exactly
+        self._direct = not sampling and _direct_encoding(self.sp_model, self._unk_prefix, self._prefix_length)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The pieces of `text`, without `</s>` (what the reference's `tokenize` returns)."""
+        rows, _ = self._encode_rows([text], as_pieces=True)
+        return rows[0]
+
+    def _encode_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
+        """All ids of all texts (without `</s>`) in one flat array, each text's id count, and how many leading
+        prefix ids every row of at least that many still holds."""
+        joined = SEPARATOR.join(texts)
+        plain = joined.count(SEPARATOR) == len(texts) - 1 and not self._unk_surfaces
+        if plain and self._split_pattern is not None:
+            plain = self._split_pattern.search(joined) is None
+        if not plain:
+            rows, cut = self._encode_rows(texts)
+            return *flatten_rows(rows), cut
+        chunks = [texts[start : start + _CHUNK] for start in range(0, len(texts), _CHUNK)]
+        if len(chunks) == 1 or self.num_threads == 1:
+            parts = [self._encode_chunk(chunk, self.num_threads) for chunk in chunks]
+        else:
+            parts = list(_pool(self.num_threads).map(self._encode_chunk, chunks))
+        flat = np.concatenate([part[0] for part in parts])
+        sizes = np.concatenate([part[1] for part in parts])
+        return flat, sizes, 0 if self._direct else self._prefix_length
+
+    def _encode_chunk(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Canonicalise and encode texts holding no NUL and no special token; ids flat, and sizes."""
+        joined = SPIECE_UNDERLINE + SEPARATOR.join(texts).replace(SPIECE_UNDERLINE, " ")
+        joined = joined.replace(SEPARATOR, SEPARATOR + SPIECE_UNDERLINE)
+        prefix = b"" if self._direct else self._unk_prefix
+        try:
+            jobs = canonicalize_joined(joined, self.do_lower_case, prefix)
+        except UnicodeEncodeError:
+            raise InputError("text contains unpaired surrogate characters, which are not valid Unicode.") from None
+        return flatten_rows(self._encode_jobs(jobs, int, threads))
+
+    def _encode_jobs(self, jobs: list[bytes], out_type: type, threads: int) -> list[list[Any]]:
+        if len(jobs) >= _THREADED_BATCH:
+            return self.sp_model.encode(jobs, out_type=out_type, num_threads=threads)
+        return [self.sp_model.encode(job, out_type=out_type) for job in jobs]
+
+    def _encode_rows(self, texts: Sequence[str], as_pieces: bool = False) -> tuple[list[list[Any]], int]:
+        """The general path: ids (or pieces) of each text without `</s>`, special tokens split out, and the
+        number of prefix pieces still to cut (0 once rows are assembled here)."""
+        # "▁" + text with any "▁" made a space; done on the joined batch unless a text holds a NUL.
+        joined = SEPARATOR.join(texts)
+        segments = None
+        if joined.count(SEPARATOR) == len(texts) - 1:
+            joined = SPIECE_UNDERLINE + joined.replace(SPIECE_UNDERLINE, " ")
+            joined = joined.replace(SEPARATOR, SEPARATOR + SPIECE_UNDERLINE)
+        else:
+            segments = [SPIECE_UNDERLINE + text.replace(SPIECE_UNDERLINE, " ") for text in texts]
+            joined = SEPARATOR.join(segments)
+        plans: list[list[int | str]] | None = None
+        if self._split_pattern is not None and self._split_pattern.search(joined):
+            segments, plans = self._split_special_tokens(segments or joined.split(SEPARATOR))
+        try:
+            if segments is None:
+                jobs = canonicalize_joined(joined, self.do_lower_case, self._unk_prefix)
+            else:
+                jobs = canonicalize_batch(segments, self.do_lower_case, self._unk_prefix)
+        except UnicodeEncodeError:
+            raise InputError("text contains unpaired surrogate characters, which are not valid Unicode.") from None
+        encoded = self._encode_jobs(jobs, str if as_pieces else int, self.num_threads)
+        cut = self._prefix_length
+        if plans is None and not as_pieces and not self._unk_surfaces:
+            return encoded, cut
+
+        encoded = [pieces[cut:] if len(pieces) >= cut else pieces for pieces in encoded]
+        if self._unk_surfaces and not as_pieces:  # an added token outside the vocab may hide behind an <unk> id
+            unk = self.sp_model.unk_id()
+            encoded = [self._pieces_to_ids(jobs[j]) if unk in ids else ids for j, ids in enumerate(encoded)]
+        if plans is None:
+            return encoded, 0
+        rows = []
+        specials = [[token] for token in self.all_special_tokens]
+        for plan in plans:
+            row: list[Any] = []
+            for step, item in enumerate(plan):
+                if isinstance(item, str):
+                    row.append(item if as_pieces else self._added_tokens[item])
+                elif step == 0 and self._is_lone_underline(encoded[item], jobs[item]) and plan[1:2] in specials:
+                    continue  # the reference drops a lone leading "▁" right before a special token
+                else:
+                    row.extend(encoded[item])
+            rows.append(row)
+        return rows, 0
+
+    def _split_special_tokens(self, texts: list[str]) -> tuple[list[str], list[list[int | str]]]:
+        """Segments to encode, and per text a plan: segment indices and special tokens, in order."""
+        segments: list[str] = []
+        plans: list[list[int | str]] = []
+        for text in texts:
+            plan: list[int | str] = []
+            for index, part in enumerate(self._split_pattern.split(text)):
+                if index % 2:
+                    plan.append(part)
+                elif part:  # empty segments (adjacent special tokens) encode to nothing
+                    plan.append(len(segments))
+                    segments.append(part)
+            plans.append(plan)
+        return segments, plans
+
+    def _is_lone_underline(self, pieces: list[Any], job: bytes) -> bool:
+        """Whether a segment encodes to exactly the piece "▁" (an unknown "▁" has the <unk> id: look at pieces)."""
+        if len(pieces) != 1:
+            return False
+        if isinstance(pieces[0], str):
+            return pieces[0] == SPIECE_UNDERLINE
+        if pieces[0] == self.sp_model.unk_id():
+            return self.sp_model.encode(job, out_type=str)[self._prefix_length :] == [SPIECE_UNDERLINE]
+        return self.sp_model.id_to_piece(pieces[0]) == SPIECE_UNDERLINE
+
+    def _pieces_to_ids(self, job: bytes) -> list[int]:
+        """Encode one job through its pieces, as the reference does, so that added tokens take precedence."""
+        pieces = self.sp_model.encode(job, out_type=str)
+        return self.convert_tokens_to_ids(
+            pieces[self._prefix_length :] if len(pieces) >= self._prefix_length else pieces
+        )
+
+    def _rows(
+        self, texts: Sequence[str], truncate: bool, max_length: int | None, add_special_tokens: bool
+    ) -> EncodedRows:
+        """Encode, drop the prefix pieces and truncate (keeping room for `</s>`), all in numpy."""
+        flat, sizes, cut = self._encode_ids(texts)
+        cuts = np.where(sizes >= cut, cut, 0)
+        starts = np.cumsum(sizes) - sizes + cuts
+        lengths = sizes - cuts
+        room = max_length - int(add_special_tokens) if truncate and max_length else None
+        if room is not None:
+            kept = np.minimum(lengths, max(room, 0))
+            if self.truncation_side == "left":
+                starts = starts + lengths - kept
+            lengths = kept
+        if not add_special_tokens:
+            return EncodedRows(flat, starts, lengths, np.zeros(len(sizes), dtype=bool))
+        last = flat[np.clip(starts + lengths - 1, 0, max(len(flat) - 1, 0))] if len(flat) else sizes
+        return EncodedRows(flat, starts, lengths, (lengths == 0) | (last != self.eos_token_id))
