@@ -1,6 +1,6 @@
 """Train the shipped demo model `models/siglip-demo-shapes` from scratch, with one command.
 
-    python examples/train_demo.py              # ~13 minutes on 2 CPU cores (bf16 autocast)
+    python examples/train_demo.py              # ~7 minutes on 2 idle CPU cores (bf16 autocast)
     python examples/train_demo.py --steps 50 --out /tmp/smoke --images /tmp/smoke/images --fresh   # smoke run
 
 Interrupted (Ctrl-C, a time limit, `--stop-at N`), the same command continues from the last checkpoint
