@@ -23,6 +23,7 @@ import copy
 import json
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -262,10 +263,13 @@ class ImageProcessorBase:
         merged.update({k: self._standardize(k, v) for k, v in overrides.items() if v is not None})
         return merged
 
-    def fetch_image(self, image: Any) -> Any:
-        """Paths and URLs -> PIL images the reference's way (EXIF applied, plain RGB convert); others unchanged."""
+    def fetch_image(self, image: Any, draft_size: tuple[int, int] | None = None) -> Any:
+        """Paths and URLs -> PIL images the reference's way (EXIF applied, plain RGB convert); others unchanged.
+
+        `draft_size` turns on approximate JPEG decoding at a reduced scale (see `image_io.load_image`)."""
         if isinstance(image, (str, os.PathLike)):
-            return load_image(image, honor_exif=True).convert("RGB")
+            image = load_image(image, honor_exif=True, draft_size=draft_size)
+            return image if image.mode == "RGB" else image.convert("RGB")
         return image
 
     def preprocess(
@@ -363,22 +367,99 @@ class SiglipImageProcessor(ImageProcessorBase):
         "image_std": [0.5, 0.5, 0.5],
         "do_convert_rgb": True,
     }
+    # fast_decode: decode JPEG paths at a reduced DCT scale (approximate; see `draft_size`). num_workers: threads
+    # that load and preprocess images in parallel (None: up to 4, one per core; 1: serial). Neither is saved.
+    runtime_defaults: ClassVar[dict[str, Any]] = {"fast_decode": False, "num_workers": None}
     config_type = "SiglipImageProcessor"
+
+    def draft_size(self, **overrides: Any) -> tuple[int, int]:
+        """The (width, height) that fast decoding must not go below: every side of the resize target, so that a
+        JPEG is never decoded smaller than the output in either dimension, whatever its aspect or orientation."""
+        size = self.settings(**overrides)["size"]
+        side = max(value for key, value in size.items() if key != "longest_edge")
+        return side, side
+
+    def preprocess(
+        self,
+        images: Any,
+        return_tensors: str | None = None,
+        data_format: str | None = "channels_first",
+        input_data_format: str | None = None,
+        **overrides: Any,
+    ) -> BatchFeature:
+        """Preprocess one image or a batch (images in parallel threads); keyword `overrides` replace settings for
+        this call only, e.g. `fast_decode=True` or `num_workers=1`."""
+        settings = self.settings(**overrides)
+        draft = self.draft_size(**overrides) if settings["fast_decode"] and settings["do_resize"] else None
+
+        def prepare(image: Any) -> Any:
+            return self._prepare(self.fetch_image(image, draft), settings, input_data_format)
+
+        flat = flatten_images(images)
+        seen: set[int] = set()
+        for image in flat:  # a lazily opened image listed twice must not be decoded by two threads at once
+            if isinstance(image, Image.Image) and (id(image) in seen or seen.add(id(image))):
+                image.load()
+        prepared = map_in_threads(prepare, flat, settings["num_workers"])
+        return self._finish(prepared, settings, return_tensors, data_format)
+
+    def _prepare(self, image: Any, settings: dict[str, Any], input_data_format: str | None) -> np.ndarray:
+        """One image -> its output array, in a worker thread. A PIL image is resized by Pillow directly (the same
+        pixels the reference gets through its numpy round trip) and rescaled and normalised by table lookup."""
+        if isinstance(image, Image.Image) and settings["do_convert_rgb"] is not False and settings["do_resize"]:
+            rgb = to_rgb(image)
+            if rgb.mode == "RGB" and (settings["do_rescale"] or settings["do_normalize"]):
+                height, width = output_size(rgb.height, rgb.width, settings["size"])
+                resized = np.asarray(rgb.resize((width, height), resample=settings["resample"]))
+                table = self._uint8_table(settings)
+                out = np.empty((3, height, width), dtype=table.dtype)
+                for channel in range(3):
+                    np.take(table[channel], resized[..., channel], out=out[channel])
+                return out
+        chw = to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format)
+        return self._process_array(chw, settings)
+
+    def _uint8_table(self, settings: dict[str, Any]) -> np.ndarray:
+        """(3, 256): each channel's output for each uint8 value, computed by `_process_array` itself, so a
+        lookup is bit-equal to the arithmetic (float64 rescale, float32 normalise) it replaces."""
+        values = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 1, 256))
+        return self._process_array(values, {**settings, "do_resize": False})[:, 0, :]
+
+    def _finish(
+        self, prepared: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
+    ) -> BatchFeature:
+        return pack_outputs(prepared, return_tensors, data_format)
 
     def _preprocess(
         self, images: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
     ) -> BatchFeature:
-        outputs = []
-        for image in images:
-            if settings["do_resize"]:
-                height, width = output_size(image.shape[1], image.shape[2], settings["size"])
-                image = pil_resize(image, height, width, settings["resample"])
-            if settings["do_rescale"]:
-                image = (image.astype(np.float64) * settings["rescale_factor"]).astype(np.float32)
-            if settings["do_normalize"]:
-                image = normalize(image, settings["image_mean"], settings["image_std"])
-            outputs.append(image)
-        return pack_outputs(outputs, return_tensors, data_format)
+        return pack_outputs([self._process_array(image, settings) for image in images], return_tensors, data_format)
+
+    @staticmethod
+    def _process_array(image: np.ndarray, settings: dict[str, Any]) -> np.ndarray:
+        """The reference's steps on one channels-first array: Pillow resize, float64 rescale, float32 normalise."""
+        if settings["do_resize"]:
+            height, width = output_size(image.shape[1], image.shape[2], settings["size"])
+            image = pil_resize(image, height, width, settings["resample"])
+        if settings["do_rescale"]:
+            image = (image.astype(np.float64) * settings["rescale_factor"]).astype(np.float32)
+        if settings["do_normalize"]:
+            image = normalize(image, settings["image_mean"], settings["image_std"])
+        return image
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def map_in_threads(function: Any, items: list[Any], workers: int | None = None) -> list[Any]:
+    """`[function(item) for item in items]` on a shared pool of `workers` threads (None: one per core, at most
+    4). Pillow releases the GIL while decoding and resizing, so images scale over cores without processes."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siglip-images")
+    return list(_POOLS[workers].map(function, items))
 
 
 def normalize(chw: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float]) -> np.ndarray:

@@ -25,7 +25,14 @@ from PIL import Image
 
 from .batch import BatchFeature
 from .errors import InputError
-from .image_processing import SiglipImageProcessor, output_size, pack_outputs, pil_resize, to_uint8_for_pil
+from .image_processing import (
+    SiglipImageProcessor,
+    output_size,
+    pack_outputs,
+    pil_resize,
+    to_channels_first,
+    to_uint8_for_pil,
+)
 
 # Pillow filter -> torch interpolate mode; filters missing here are resized with Pillow.
 TORCH_MODES = {
@@ -69,8 +76,17 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
     the exact path: at most one uint8 level before normalisation.
     """
 
-    runtime_defaults: ClassVar[dict[str, Any]] = {"device": None}
+    runtime_defaults: ClassVar[dict[str, Any]] = {**SiglipImageProcessor.runtime_defaults, "device": None}
     config_type = "SiglipImageProcessorFast"
+
+    def _prepare(self, image: Any, settings: dict[str, Any], input_data_format: str | None) -> np.ndarray:
+        """Decode and convert in the worker threads; resizing is batched in `_finish`."""
+        return to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format)
+
+    def _finish(
+        self, prepared: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
+    ) -> BatchFeature:
+        return self._preprocess(prepared, settings, return_tensors, data_format)
 
     def _preprocess(
         self, images: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None

@@ -22,14 +22,14 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tokenizers import AddedToken, Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
 from .batch import BatchFeature
 from .errors import InputError
 from .hub import HubOptions, resolve_file
+from .tokenizer_batching import EncodedRows, check_call, pack_rows, resolve_strategies
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" model_max_length
-LARGE_INTEGER = int(1e20)
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 # tokenizer_config.json keys that describe this object; everything else in the file is kept and written back.
 _OWN_CONFIG_KEYS = {
@@ -304,75 +304,31 @@ class GemmaTokenizer:
         `model_max_length` (no limit for SigLIP2 checkpoints). The SigLIP2 processor uses
         `padding="max_length", max_length=64, truncation=True`.
         """
-        batched = isinstance(text, (list, tuple))
-        texts = list(text) if batched else [text]
-        if not all(isinstance(t, str) for t in texts):
-            raise InputError("text must be a string or a list of strings")
-        pad_length, truncate_length = self._resolve_lengths(padding, truncation, max_length, pad_to_multiple_of)
-        backend = self._backend
-        if truncate_length is None:
-            backend.no_truncation()
-        else:
-            backend.enable_truncation(truncate_length, strategy="longest_first", direction=self.truncation_side)
-        if pad_length is False:
-            backend.no_padding()
-        else:
-            backend.enable_padding(
-                direction=padding_side or self.padding_side,
-                pad_id=self.pad_token_id,
-                pad_token=self.pad_token,
-                length=pad_length,
-                pad_to_multiple_of=pad_to_multiple_of,
-            )
-        try:
-            encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
-        finally:
-            backend.no_padding()
-            backend.no_truncation()
-        return self._to_batch(encodings, batched, return_tensors, return_attention_mask)
-
-    def _resolve_lengths(
-        self, padding: bool | str, truncation: bool | str | None, max_length: int | None, multiple: int | None
-    ) -> tuple[int | None | bool, int | None]:
-        """(pad length: False = no padding, None = longest; truncation length or None), as the reference decides."""
-        if max_length is not None and padding is False and truncation is None:
-            truncation = True
-        padding = {True: "longest", False: "do_not_pad"}.get(padding, padding)
-        truncation = {True: "longest_first", False: "do_not_truncate", None: "do_not_truncate"}.get(
-            truncation, truncation
+        single = check_call(text, return_tensors)
+        padding, truncate, max_length = resolve_strategies(
+            padding, truncation, max_length, pad_to_multiple_of, self.model_max_length
         )
-        if padding not in ("longest", "max_length", "do_not_pad"):
-            raise InputError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', got {padding!r}")
-        if truncation not in ("longest_first", "only_first", "do_not_truncate"):
-            raise InputError(f"truncation must be True, False or 'longest_first' for single texts, got {truncation!r}")
-        if max_length is None and self.model_max_length <= LARGE_INTEGER:
-            max_length = self.model_max_length
-        if max_length is None and padding == "max_length":
-            padding = "do_not_pad"  # the reference's behaviour when neither max_length nor a model limit is set
-        if padding != "do_not_pad" and self.pad_token_id is None:
-            raise InputError("asking to pad but the tokenizer has no pad_token")
-        truncate_length = max_length if truncation != "do_not_truncate" else None
-        if truncate_length is not None and padding != "do_not_pad" and multiple and truncate_length % multiple:
-            raise InputError(f"max_length ({truncate_length}) is not a multiple of pad_to_multiple_of ({multiple})")
-        pad_length = {"do_not_pad": False, "longest": None, "max_length": max_length}[padding]
-        return pad_length, truncate_length
-
-    def _to_batch(
-        self, encodings: list[Encoding], batched: bool, return_tensors: str | None, return_attention_mask: bool | None
-    ) -> BatchFeature:
+        backend = self._backend
+        if truncate and max_length is not None:
+            backend.enable_truncation(max_length, strategy="longest_first", direction=self.truncation_side)
+        try:
+            encodings = backend.encode_batch([text] if single else list(text), add_special_tokens=add_special_tokens)
+        finally:
+            backend.no_truncation()
         if return_attention_mask is None:
             return_attention_mask = "attention_mask" in self.model_input_names
-        data: dict[str, Any] = {"input_ids": [e.ids for e in encodings]}
-        if return_attention_mask:
-            data["attention_mask"] = [e.attention_mask for e in encodings]
-        if return_tensors is not None and len({len(ids) for ids in data["input_ids"]}) > 1:
-            raise InputError(
-                "the texts have different lengths: pass padding=True or padding='max_length' (with truncation=True) "
-                "to return tensors"
-            )
-        if not batched and return_tensors is None:
-            data = {key: value[0] for key, value in data.items()}
-        return BatchFeature(data, tensor_type=return_tensors)
+        return pack_rows(
+            EncodedRows.from_lists([encoding.ids for encoding in encodings]),
+            padding,
+            max_length,
+            pad_to_multiple_of,
+            pad_id=self.pad_token_id,
+            eos_id=self.eos_token_id,
+            padding_side=padding_side or self.padding_side,
+            return_tensors=return_tensors,
+            return_attention_mask=return_attention_mask,
+            single=single,
+        )
 
     def decode(self, token_ids: int | list[int] | Any, skip_special_tokens: bool = False) -> str:
         """Ids -> text (`▁` back to spaces, byte-fallback tokens merged into UTF-8)."""
