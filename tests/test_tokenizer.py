@@ -332,7 +332,9 @@ def test_large_plain_batch_parity_threaded_path(any_vocab, direct):
     ours, ref = SiglipTokenizer(any_vocab), reference(any_vocab)
     assert ours._direct  # both test models qualify: no piece holds "▁" after its first character
     ours._direct = direct
-    plain = [text for text in SHORT if not any(token in text for token in ref.all_special_tokens) and "\x00" not in text]
+    plain = [
+        text for text in SHORT if not any(token in text for token in ref.all_special_tokens) and "\x00" not in text
+    ]
     batch = (plain * (3000 // len(plain) + 1))[:3000]  # several chunks of 1024
     for kwargs in (
         dict(padding="max_length", truncation=True),

@@ -13,10 +13,14 @@ from .image_io import load_image
 from .modeling.model import l2_normalize
 
 
-def load_rgb(source: Any, *, honor_exif: bool = True, timeout: float | None = None) -> Any:
+def load_rgb(
+    source: Any, *, honor_exif: bool = True, timeout: float | None = None, draft_size: tuple[int, int] | None = None
+) -> Any:
     """An image as the reference pipeline reads one: decoded, EXIF orientation applied, converted to RGB
-    with Pillow (an alpha band is dropped, not composited). `honor_exif=False` keeps the stored orientation."""
-    image = load_image(source, honor_exif=honor_exif, **({"timeout": timeout} if timeout else {}))
+    with Pillow (an alpha band is dropped, not composited). `honor_exif=False` keeps the stored orientation;
+    `draft_size` decodes JPEGs approximately at a reduced scale (`image_io.load_image`)."""
+    options = {"timeout": timeout} if timeout else {}
+    image = load_image(source, honor_exif=honor_exif, draft_size=draft_size, **options)
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
@@ -74,9 +78,13 @@ def iter_encoded_images(
     """Yield (batch, embeddings of `batch.indices`) in input order; later batches decode in threads meanwhile.
 
     Images are PIL images, paths or URLs, read as `load_rgb` reads them. Unreadable ones raise `ImageError` naming the file, or with
-    `skip_errors` are listed in `batch.failures` (embeddings None when a whole batch failed).
+    `skip_errors` are listed in `batch.failures` (embeddings None when a whole batch failed). When the image
+    processor has `fast_decode` set, JPEG files are decoded at a reduced scale (`SiglipImageProcessor.draft_size`).
     """
-    load = partial(load_rgb, honor_exif=honor_exif, timeout=timeout)
+    image_processor = getattr(processor, "image_processor", processor)
+    fast = getattr(image_processor, "fast_decode", False) and hasattr(image_processor, "draft_size")
+    draft = image_processor.draft_size() if fast else None
+    load = partial(load_rgb, honor_exif=honor_exif, timeout=timeout, draft_size=draft)
 
     def preprocess(loaded: list[Any]) -> Any:
         return processor(images=loaded, return_tensors="pt")

@@ -186,9 +186,12 @@ def pipeline(
     dtype: Any = None,
     torch_dtype: Any = None,
     batch_size: int = 16,
+    fast_decode: bool = False,
     **hub_kwargs: Any,
 ) -> ZeroShotImageClassificationPipeline:
-    """Build a task pipeline from a Hub id, a local folder or a loaded model (`processor=` then required)."""
+    """Build a task pipeline from a Hub id, a local folder or a loaded model (`processor=` then required).
+
+    `fast_decode=True` decodes JPEG files at a reduced scale (faster, approximate; see `image_io.load_image`)."""
     if task not in TASKS:
         raise InputError(f"task {task!r} is not supported; siglip provides {TASKS}.")
     if model is None:
@@ -204,4 +207,6 @@ def pipeline(
         raise InputError("pass processor= together with a loaded model.")
     elif device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
+    if fast_decode and hasattr(processor.image_processor, "draft_size"):
+        processor.image_processor.fast_decode = True
     return ZeroShotImageClassificationPipeline(model, processor, batch_size=batch_size)

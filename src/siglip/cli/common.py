@@ -31,6 +31,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default="auto", choices=sorted(DTYPES), help="weights/activations dtype")
     group.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default: %(default)s)")
     group.add_argument("--no-progress", action="store_true", help="never show a progress bar")
+    group.add_argument(
+        "--fast-decode", action="store_true", help="decode JPEGs at a reduced scale (faster, approximate)"
+    )
 
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -42,6 +45,8 @@ def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
     hub = {"revision": args.revision} if args.revision else {}
     processor = AutoProcessor.from_pretrained(args.model, **hub)
     model = AutoModel.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, **hub)
+    if getattr(args, "fast_decode", False) and hasattr(processor.image_processor, "fast_decode"):
+        processor.image_processor.fast_decode = True
     return model.eval(), processor
 
 
