@@ -22,6 +22,7 @@ operations on the whole batch (`tokenizer_batching`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,6 +41,8 @@ _CHUNK = 1024
 # Segments whose direct encoding must equal the prefixed one before the direct path is trusted.
 _PROBES = ("▁", "▁a", "▁ a", "▁a ", "▁a  b", "▁▁a", "▁a ▁b", "▁<a>")
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+# A forked child (e.g. a DataLoader worker) inherits the pools but not their threads: start afresh there.
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:

@@ -44,6 +44,13 @@ TEMPLATES = (
     "a drawing of a {colour} {shape} on {background}",
     "{background} background with a {colour} {shape}",
     "a {shape} in {colour}",
+    # Colour-free captions: colour alone cannot match them, so the towers must learn shape (without these the
+    # demo model learned colour, an easy shortcut, and left shape at chance).
+    "a {shape}",
+    "a photo of a {shape}",
+    "a {size} {shape}",
+    "a {shape} on a {background} background",
+    "a drawing of a {shape}",
 )
 # Prompts for zero-shot evaluation (also what a user would type).
 SHAPE_PROMPT = "a photo of a {}"
