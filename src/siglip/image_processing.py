@@ -23,7 +23,6 @@ import copy
 import json
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,6 +34,7 @@ from .batch import BatchFeature
 from .errors import ConfigError, InputError
 from .hub import HubOptions, resolve_file
 from .image_io import load_image, to_rgb
+from .threads import shared_pool
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # Keys describing the file itself, never settings.
@@ -448,18 +448,13 @@ class SiglipImageProcessor(ImageProcessorBase):
         return image
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-
-
 def map_in_threads(function: Any, items: list[Any], workers: int | None = None) -> list[Any]:
     """`[function(item) for item in items]` on a shared pool of `workers` threads (None: one per core, at most
     4). Pillow releases the GIL while decoding and resizing, so images scale over cores without processes."""
     workers = workers or min(4, os.cpu_count() or 1)
     if workers <= 1 or len(items) <= 1:
         return [function(item) for item in items]
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siglip-images")
-    return list(_POOLS[workers].map(function, items))
+    return list(shared_pool("images", workers).map(function, items))
 
 
 def normalize(chw: np.ndarray, mean: float | Sequence[float], std: float | Sequence[float]) -> np.ndarray:

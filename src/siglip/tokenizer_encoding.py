@@ -22,16 +22,15 @@ operations on the whole batch (`tokenizer_batching`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import sentencepiece as spm
 
 from .errors import InputError
-from .tokenizer_batching import EncodedRows, flatten_rows
+from .threads import shared_pool
+from .tokenizer_batching import BatchingTokenizer, EncodedRows, flatten_rows
 from .tokenizer_canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch, canonicalize_joined
 
 # SentencePiece's list API always starts a thread pool (~40 us); below this many jobs, encode them one by one.
@@ -40,16 +39,6 @@ _THREADED_BATCH = 64
 _CHUNK = 1024
 # Segments whose direct encoding must equal the prefixed one before the direct path is trusted.
 _PROBES = ("▁", "▁a", "▁ a", "▁a ", "▁a  b", "▁▁a", "▁a ▁b", "▁<a>")
-_POOLS: dict[int, ThreadPoolExecutor] = {}
-# A forked child (e.g. a DataLoader worker) inherits the pools but not their threads: start afresh there.
-os.register_at_fork(after_in_child=_POOLS.clear)
-
-
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """One shared pool per size: tokenizers are cheap to build and must not each own threads."""
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="siglip-tokenize")
-    return _POOLS[workers]
 
 
 def _direct_encoding(sp_model: spm.SentencePieceProcessor, prefix: bytes, prefix_length: int) -> bool:
@@ -66,7 +55,7 @@ def _direct_encoding(sp_model: spm.SentencePieceProcessor, prefix: bytes, prefix
     return True
 
 
-class SentencePieceEncoding:
+class SentencePieceEncoding(BatchingTokenizer):
     """The encoding half of `SiglipTokenizer` (which sets `sp_model`, `unk_token`, `do_lower_case`, the added
     tokens and `num_threads` before calling `_setup_encoding`)."""
 
@@ -98,7 +87,7 @@ class SentencePieceEncoding:
         if len(chunks) == 1 or self.num_threads == 1:
             parts = [self._encode_chunk(chunk, self.num_threads) for chunk in chunks]
         else:
-            parts = list(_pool(self.num_threads).map(self._encode_chunk, chunks))
+            parts = list(shared_pool("tokenize", self.num_threads).map(self._encode_chunk, chunks))
         flat = np.concatenate([part[0] for part in parts])
         sizes = np.concatenate([part[1] for part in parts])
         return flat, sizes, 0 if self._direct else self._prefix_length
