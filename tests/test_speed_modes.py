@@ -119,7 +119,7 @@ def test_bf16_packed_close_to_fp32(model, inputs, tmp_path):
 
 
 def test_compile_matches_eager(model, inputs):
-    """`compile()` (inductor, frozen pre-packed weights, dynamic batch) stays within COMPILE_TOL of eager."""
+    """`compile()` (inductor between the packed GEMMs, dynamic batch) stays within COMPILE_TOL of eager."""
     with torch.no_grad():
         eager = model(**inputs)
     compiled = copy.deepcopy(model).compile()

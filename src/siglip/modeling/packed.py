@@ -7,8 +7,9 @@ weight packed once into its blocked layout and apply bias, GELU (tanh or erf) or
 faster in fp32 and ~1.1x in bf16; see that file.
 
 Used only where it cannot change what autograd sees: CPU tensors of the weight's dtype (fp32 or bf16) when no
-gradient is being recorded for them, and never inside torch.compile (inductor packs weights itself, see
-`SiglipPreTrainedModel.compile`). Results equal `F.linear` up to fp32 summation order (~1e-6 relative).
+gradient is being recorded for them. Under torch.compile these calls stay eager (graph breaks) and inductor
+compiles the rest: on the benchmark machine inductor's own frozen, pre-packed GEMMs were slower (fp32 goes
+to MKL there). Results equal `F.linear` up to fp32 summation order (~1e-6 relative).
 
 Packed weights live next to the originals (the state dict is unchanged: the reference's names and layout), so
 inference holds the linear weights twice; `model.set_weight_packing(False)` frees the copies and turns the path off.
@@ -47,9 +48,7 @@ class PackedWeights:
             inputs.dtype == torch.float32 or (inputs.dtype == torch.bfloat16 and _BF16_OK)
         ):
             return False
-        if torch.is_grad_enabled() and (weight.requires_grad or inputs.requires_grad):
-            return False
-        return not torch.compiler.is_compiling()
+        return not (torch.is_grad_enabled() and (weight.requires_grad or inputs.requires_grad))
 
     def get(
         self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None], rows: int
@@ -82,6 +81,7 @@ class PackedWeights:
         self.enabled = state.get("enabled", True)
 
 
+@torch.compiler.disable
 def packed_linear(
     inputs: torch.Tensor,
     cache: PackedWeights,
@@ -93,6 +93,7 @@ def packed_linear(
     """activation(inputs @ cat(weights).T + cat(biases)) [+ residual] with the packed weight of `cache`.
 
     Call only when `cache.usable(inputs, weights[0])`; `activation` must be a key of FUSED_ACTIVATIONS.
+    torch.compile leaves this call to eager (a graph break): inductor compiles what lies between the GEMMs.
     """
     rows = inputs.numel() // inputs.shape[-1]
     weight, bias = cache.get(weights, biases, rows)

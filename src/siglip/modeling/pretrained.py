@@ -134,20 +134,16 @@ class SiglipPreTrainedModel(nn.Module):
                 cache.enabled = enabled
                 cache.clear()
 
-    def compile(self: ModelT, freezing: bool = True, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
+    def compile(self: ModelT, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
         """Opt-in: compile `forward` with torch.compile (inductor) in place, and return the model.
 
-        `freezing=True` (inductor's freezing) treats the weights as constants in inference (no_grad or
-        inference_mode): they are pre-packed for oneDNN and constant-folded once, at the first call. Weights
-        changed afterwards are not seen: call `compile()` again. Training steps compile without freezing.
-        `dynamic=True` (default) makes one graph serve every batch size; on CPU it also routes fp32 linears
-        to oneDNN (a static graph would use MKL's packed GEMM, slower on AMD CPUs). Other arguments go to
-        torch.compile (e.g. mode="max-autotune"). The first call pays the compilation (tens of seconds; kept
-        in inductor's on-disk cache for later processes). Accuracy: see tests/test_speed_modes.py.
+        On CPU inference the packed oneDNN linears (packed.py) stay eager and inductor fuses what lies between
+        them (LayerNorms, reshapes, the MAP head's small ops); elsewhere (GPU, training) it compiles everything.
+        `dynamic=True` (default) makes one graph serve every batch size. Other arguments go to torch.compile
+        (e.g. mode="max-autotune", options={"freezing": True}). The first call pays the compilation (tens of
+        seconds, kept in inductor's on-disk cache for later processes). Accuracy: tests/test_speed_modes.py.
         """
-        options = dict(compile_kwargs.pop("options", None) or {})
-        options.setdefault("freezing", freezing)
-        super().compile(dynamic=dynamic, options=options, **compile_kwargs)
+        super().compile(dynamic=dynamic, **compile_kwargs)
         return self
 
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
