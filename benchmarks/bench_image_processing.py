@@ -1,11 +1,22 @@
-"""Images/s of transformers' SigLIP image processor vs ours (exact and fast), side by side in one process.
+"""P4: preprocessing JPEG files (decode included) with transformers' SiglipImageProcessor vs ours, in one run.
 
-Two workloads over the real photos in tests/fixtures (cycled to --images images, 224x224 output, return_tensors="pt"):
-- decoded: PIL images already decoded in memory (what the processors themselves cost);
-- files: file paths, decoding included (what an end-to-end loader pays; decoding dominates).
-Each processor runs --repeats times, interleaved; the best time counts (the machine is shared).
+JPEGs at three sizes are made from the real photos in tests/fixtures (upscaled to cover the size, centre-cropped,
+saved at quality 90 into a temporary folder): VGA 640x480, 1080p 1920x1080 and 12 MP 4000x3000. Every processor
+gets the same list of file paths and returns a 224x224 float32 batch (`return_tensors="pt"`). Rows:
 
-    .venv/bin/python benchmarks/bench_image_processing.py [--images 64] [--repeats 5]
+- transformers SiglipImageProcessor (its PIL backend; one image after another, as the library does);
+- siglip exact: `SiglipImageProcessor()` (output bit-equal to the reference, asserted), images on both cores;
+- siglip exact, 1 thread: `num_workers=1`, what the exact path costs without the thread pool;
+- siglip fast_decode: `SiglipImageProcessor(fast_decode=True)`: JPEG DCT-scaled decoding (`Image.draft`) to the
+  smallest of 1/8, 1/4, 1/2, 1 that is still >= 224 px, then the exact resize/normalise, on both cores;
+- bare draft decode: `Image.open(path); image.draft("RGB", (224, 224)); image.load()` on the same thread pool,
+  nothing else: the floor for fast_decode (its "vs bare decode" column should be <= 1.2x);
+- bare full decode: `Image.open(path).load()` on the thread pool: the floor for any exact path.
+
+Finally the fast mode's image embeddings are compared with the exact path's (cosine) on the photos at each size,
+through a random-weight SigLIP base-patch16-224 vision tower (`SiglipVisionModel(SiglipVisionConfig())`, seed 0).
+
+    flock /tmp/siglip-cpu.lock .venv/bin/python benchmarks/bench_image_processing.py [--quick] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -13,77 +24,120 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from siglip.image_io import load_image
-from siglip.image_processing import SiglipImageProcessor
-from siglip.image_processing_fast import SiglipImageProcessorFast
+from siglip import SiglipVisionConfig, SiglipVisionModel
+from siglip.image_processing import SiglipImageProcessor, map_in_threads
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-PHOTOS = [
-    "astronaut.png",
-    "chelsea.png",
-    "coffee.png",
-    "motorcycle_left.png",
-    "hubble_deep_field.jpg",
-    "retina.jpg",
-    "rocket.jpg",
-    "camera.png",
-    "horse.png",
-    "logo.png",
-]
+PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg"]
+SIZES = {"VGA 640x480": (640, 480), "1080p 1920x1080": (1920, 1080), "12MP 4000x3000": (4000, 3000)}
+COUNTS = {"VGA 640x480": 48, "1080p 1920x1080": 24, "12MP 4000x3000": 8}
 
 
-def best_rate(run: Callable[[], object], count: int) -> float:
-    start = time.perf_counter()
-    run()
-    return count / (time.perf_counter() - start)
+def make_jpegs(folder: Path, size: tuple[int, int], count: int) -> list[str]:
+    """`count` JPEGs of `size` (width, height) cycled from the fixture photos: upscale to cover, centre crop."""
+    width, height = size
+    paths = []
+    for index, name in enumerate(PHOTOS):
+        photo = Image.open(FIXTURES / name).convert("RGB")
+        scale = max(width / photo.width, height / photo.height)
+        resized = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.Resampling.BICUBIC)
+        left, top = (resized.width - width) // 2, (resized.height - height) // 2
+        path = folder / f"{width}x{height}_{index}.jpg"
+        resized.crop((left, top, left + width, top + height)).save(path, quality=90)
+        paths.append(str(path))
+    return [paths[i % len(paths)] for i in range(count)]
+
+
+def bare_decode(path: str, draft: bool) -> Image.Image:
+    image = Image.open(path)
+    if draft:
+        image.draft("RGB", (224, 224))
+    image.load()
+    return image
+
+
+def best_seconds(run: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def embedding_cosines(paths: list[str], model: torch.nn.Module) -> np.ndarray:
+    exact = SiglipImageProcessor()(paths, return_tensors="pt").pixel_values
+    fast = SiglipImageProcessor(fast_decode=True)(paths, return_tensors="pt").pixel_values
+    with torch.inference_mode():
+        return torch.cosine_similarity(model(exact).pooler_output, model(fast).pooler_output).numpy()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row; the best counts")
+    parser.add_argument("--quick", action="store_true", help="a quarter of the images (smoke test)")
+    parser.add_argument("--no-cosine", action="store_true", help="skip the embedding comparison")
     args = parser.parse_args()
 
     import transformers
 
     transformers.logging.set_verbosity_error()
-    processors = {
-        f"transformers {transformers.__version__} SiglipImageProcessor (PIL backend)": transformers.SiglipImageProcessor(),
-        "siglip SiglipImageProcessor (exact)": SiglipImageProcessor(),
-        "siglip SiglipImageProcessorFast": SiglipImageProcessorFast(),
+    reference = transformers.SiglipImageProcessor()
+    workers = min(4, os.cpu_count() or 1)
+    rows: dict[str, Callable[[list[str]], object]] = {
+        f"transformers {transformers.__version__} SiglipImageProcessor": lambda p: reference(p, return_tensors="pt"),
+        "siglip exact (threads)": lambda p: SiglipImageProcessor()(p, return_tensors="pt"),
+        "siglip exact, 1 thread": lambda p: SiglipImageProcessor(num_workers=1)(p, return_tensors="pt"),
+        "siglip fast_decode (threads)": lambda p: SiglipImageProcessor(fast_decode=True)(p, return_tensors="pt"),
+        "bare draft decode (threads)": lambda p: map_in_threads(lambda x: bare_decode(x, True), p, workers),
+        "bare full decode (threads)": lambda p: map_in_threads(lambda x: bare_decode(x, False), p, workers),
     }
-    paths = [str(FIXTURES / PHOTOS[i % len(PHOTOS)]) for i in range(args.images)]
-    decoded = [load_image(path) for path in paths]
-    workloads = {"decoded": decoded, "files": paths}
-
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), Pillow {Image.__version__}"
+        f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, {workers} worker threads, Pillow "
+        f"{Image.__version__}, torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}; best of {args.repeats}"
     )
-    print(
-        f"{args.images} images from tests/fixtures ({len(PHOTOS)} photos, 300x451 .. 1411x1411), best of {args.repeats}"
-    )
-    for workload, images in workloads.items():
-        rates = {name: 0.0 for name in processors}
-        for processor in processors.values():  # warm-up
-            processor(images[:4], return_tensors="pt")
-        for _ in range(args.repeats):
-            for name, processor in processors.items():
-                rate = best_rate(lambda p=processor, x=images: p(x, return_tensors="pt"), len(images))
-                rates[name] = max(rates[name], rate)
-        reference = next(iter(rates.values()))
-        print(f"\n{workload}:")
-        print(f"| {'processor':<62} | {'images/s':>9} | {'vs transformers':>15} |")
-        print(f"|{'-' * 64}|{'-' * 11}|{'-' * 17}|")
-        for name, rate in rates.items():
-            print(f"| {name:<62} | {rate:>9.1f} | {rate / reference:>14.2f}x |")
+    model = None
+    if not args.no_cosine:
+        torch.manual_seed(0)
+        model = SiglipVisionModel(SiglipVisionConfig()).eval()
+    header = f"| {'JPEG':<16} | {'processor':<42} | {'images/s':>9} | {'ms/image':>8} | {'vs transformers':>15} |"
+    lines, cosines = [header, "|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|"], {}
+    with tempfile.TemporaryDirectory() as folder:
+        for label, size in SIZES.items():
+            count = max(len(PHOTOS), COUNTS[label] // (4 if args.quick else 1))
+            paths = make_jpegs(Path(folder), size, count)
+            got = SiglipImageProcessor()(paths[: len(PHOTOS)], return_tensors="np").pixel_values
+            want = reference(paths[: len(PHOTOS)], return_tensors="np").pixel_values
+            assert np.array_equal(got, want), "the exact path differs from the reference"
+            seconds = {}
+            for name, run in rows.items():
+                run(paths[:2])  # warm-up
+                seconds[name] = best_seconds(lambda r=run, p=paths: r(p), args.repeats)
+            base = next(iter(seconds.values()))
+            for name, value in seconds.items():
+                lines.append(
+                    f"| {label:<16} | {name:<42} | {count / value:>9.1f} | {1000 * value / count:>8.2f} "
+                    f"| {base / value:>14.2f}x |"
+                )
+            ratio = seconds["siglip fast_decode (threads)"] / seconds["bare draft decode (threads)"]
+            lines.append(
+                f"| {label:<16} | {'fast_decode time / bare draft decode time':<42} | {'':>9} | {'':>8} "
+                f"| {ratio:>14.2f}x |"
+            )
+            if model is not None:
+                cosines[label] = embedding_cosines(paths[: len(PHOTOS)], model)
+    print("\n".join(lines))
+    for label, values in cosines.items():
+        print(f"embedding cosine fast_decode vs exact, {label}: min {values.min():.5f}, mean {values.mean():.5f}")
 
 
 if __name__ == "__main__":

@@ -326,15 +326,15 @@ def test_bad_options_raise_typed_error(vocab):
         tokenizer.decode([10**6])
 
 
-@pytest.mark.parametrize("direct", [True, False])
-def test_large_plain_batch_parity_threaded_path(any_vocab, direct):
-    """Batches without special tokens take the chunked, threaded path (direct encoding when the model allows it)."""
+def test_large_plain_batch_parity_threaded_path(any_vocab):
+    """Batches without special tokens take the chunked, threaded path."""
     ours, ref = SiglipTokenizer(any_vocab), reference(any_vocab)
-    assert ours._direct  # both test models qualify: no piece holds "▁" after its first character
-    ours._direct = direct
     plain = [
         text for text in SHORT if not any(token in text for token in ref.all_special_tokens) and "\x00" not in text
     ]
+    # "333" has equal-scoring segmentations ("3"+"33", "33"+"3"); SentencePiece's tie-break depends on float sums
+    # that include the "<unk>" prefix's score, so the prefix must stay even where no piece could cross it.
+    plain += ["straße of night moka_ 333 猫 brûlée Deka train", "333", "a 3333 33333"]
     batch = (plain * (3000 // len(plain) + 1))[:3000]  # several chunks of 1024
     for kwargs in (
         dict(padding="max_length", truncation=True),

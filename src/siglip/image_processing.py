@@ -280,10 +280,32 @@ class ImageProcessorBase:
         input_data_format: str | None = None,
         **overrides: Any,
     ) -> BatchFeature:
-        """Preprocess one image or a batch; keyword `overrides` replace settings for this call only."""
+        """Preprocess one image or a batch; keyword `overrides` replace settings for this call only.
+
+        Images are loaded and prepared (`_prepare`) in parallel threads (`num_workers`, where the processor has
+        that option), then combined by `_finish`."""
         settings = self.settings(**overrides)
-        flat = [self.fetch_image(image) for image in flatten_images(images)]
-        prepared = [to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format) for image in flat]
+        fast = settings.get("fast_decode") and settings.get("do_resize")
+        draft = self.draft_size(**overrides) if fast else None
+        flat = flatten_images(images)
+        seen: set[int] = set()
+        for image in flat:  # a lazily opened image listed twice must not be decoded by two threads at once
+            if isinstance(image, Image.Image) and (id(image) in seen or seen.add(id(image))):
+                image.load()
+
+        def prepare(image: Any) -> Any:
+            return self._prepare(self.fetch_image(image, draft), settings, input_data_format)
+
+        prepared = map_in_threads(prepare, flat, settings.get("num_workers"))
+        return self._finish(prepared, settings, return_tensors, data_format)
+
+    def _prepare(self, image: Any, settings: dict[str, Any], input_data_format: str | None) -> Any:
+        """One loaded image -> a channels-first array (RGB if asked), in a worker thread."""
+        return to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format)
+
+    def _finish(
+        self, prepared: list[Any], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
+    ) -> BatchFeature:
         return self._preprocess(prepared, settings, return_tensors, data_format)
 
     def __call__(self, images: Any = None, **kwargs: Any) -> BatchFeature:
@@ -379,30 +401,6 @@ class SiglipImageProcessor(ImageProcessorBase):
         side = max(value for key, value in size.items() if key != "longest_edge")
         return side, side
 
-    def preprocess(
-        self,
-        images: Any,
-        return_tensors: str | None = None,
-        data_format: str | None = "channels_first",
-        input_data_format: str | None = None,
-        **overrides: Any,
-    ) -> BatchFeature:
-        """Preprocess one image or a batch (images in parallel threads); keyword `overrides` replace settings for
-        this call only, e.g. `fast_decode=True` or `num_workers=1`."""
-        settings = self.settings(**overrides)
-        draft = self.draft_size(**overrides) if settings["fast_decode"] and settings["do_resize"] else None
-
-        def prepare(image: Any) -> Any:
-            return self._prepare(self.fetch_image(image, draft), settings, input_data_format)
-
-        flat = flatten_images(images)
-        seen: set[int] = set()
-        for image in flat:  # a lazily opened image listed twice must not be decoded by two threads at once
-            if isinstance(image, Image.Image) and (id(image) in seen or seen.add(id(image))):
-                image.load()
-        prepared = map_in_threads(prepare, flat, settings["num_workers"])
-        return self._finish(prepared, settings, return_tensors, data_format)
-
     def _prepare(self, image: Any, settings: dict[str, Any], input_data_format: str | None) -> np.ndarray:
         """One image -> its output array, in a worker thread. A PIL image is resized by Pillow directly (the same
         pixels the reference gets through its numpy round trip) and rescaled and normalised by table lookup."""
@@ -416,8 +414,7 @@ class SiglipImageProcessor(ImageProcessorBase):
                 for channel in range(3):
                     np.take(table[channel], resized[..., channel], out=out[channel])
                 return out
-        chw = to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format)
-        return self._process_array(chw, settings)
+        return self._process_array(super()._prepare(image, settings, input_data_format), settings)
 
     def _uint8_table(self, settings: dict[str, Any]) -> np.ndarray:
         """(3, 256): each channel's output for each uint8 value, computed by `_process_array` itself, so a

@@ -26,11 +26,11 @@ from PIL import Image
 from .batch import BatchFeature
 from .errors import InputError
 from .image_processing import (
+    ImageProcessorBase,
     SiglipImageProcessor,
     output_size,
     pack_outputs,
     pil_resize,
-    to_channels_first,
     to_uint8_for_pil,
 )
 
@@ -79,14 +79,9 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
     runtime_defaults: ClassVar[dict[str, Any]] = {**SiglipImageProcessor.runtime_defaults, "device": None}
     config_type = "SiglipImageProcessorFast"
 
-    def _prepare(self, image: Any, settings: dict[str, Any], input_data_format: str | None) -> np.ndarray:
-        """Decode and convert in the worker threads; resizing is batched in `_finish`."""
-        return to_channels_first(image, settings.get("do_convert_rgb", True), input_data_format)
-
-    def _finish(
-        self, prepared: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
-    ) -> BatchFeature:
-        return self._preprocess(prepared, settings, return_tensors, data_format)
+    # Decode and convert in the worker threads as the base class does; resizing is batched in `_preprocess`.
+    _prepare = ImageProcessorBase._prepare
+    _finish = ImageProcessorBase._finish
 
     def _preprocess(
         self, images: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None

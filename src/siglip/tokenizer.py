@@ -20,10 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 import sentencepiece as spm
 
-from .batch import BatchFeature
 from .errors import InputError
 from .hub import HubOptions, resolve_file
-from .tokenizer_batching import check_call, pack_rows, resolve_strategies
 from .tokenizer_canonical import SPIECE_UNDERLINE, canonicalize_batch, canonicalize_text
 from .tokenizer_encoding import SentencePieceEncoding
 
@@ -205,44 +203,6 @@ class SiglipTokenizer(SentencePieceEncoding):
         """All zeros: SigLIP has no token types."""
         count = len(token_ids_0) + 1 + (0 if token_ids_1 is None else len(token_ids_1) + 1)
         return [0] * count
-
-    def __call__(
-        self,
-        text: str | Sequence[str],
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        return_tensors: str | None = None,
-        return_attention_mask: bool | None = None,
-        add_special_tokens: bool = True,
-        pad_to_multiple_of: int | None = None,
-    ) -> BatchFeature:
-        """Tokenize one text or a list of texts into `input_ids` (and `attention_mask`, on by default).
-
-        `padding`: False/"do_not_pad", True/"longest" (to the longest in the batch) or "max_length" (to
-        `max_length`, default `model_max_length`). `truncation`: True/"longest_first"/"only_first" cut to
-        `max_length` keeping room for `</s>`; passing only `max_length` turns it on, as in the reference.
-        `return_tensors`: None (lists), "pt" or "np"; a lone string then gets a batch axis of 1.
-        """
-        single = check_call(text, return_tensors)
-        padding, truncate, max_length = resolve_strategies(
-            padding, truncation, max_length, pad_to_multiple_of, self.model_max_length
-        )
-        if return_attention_mask is None:
-            return_attention_mask = "attention_mask" in self.model_input_names
-        rows = self._rows([text] if single else text, truncate, max_length, add_special_tokens)
-        return pack_rows(
-            rows,
-            padding,
-            max_length,
-            pad_to_multiple_of,
-            pad_id=self.pad_token_id,
-            eos_id=self.eos_token_id,
-            padding_side=self.padding_side,
-            return_tensors=return_tensors,
-            return_attention_mask=return_attention_mask,
-            single=single,
-        )
 
     # ---------------------------------------------------------------- decoding
 

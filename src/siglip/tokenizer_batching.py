@@ -13,6 +13,7 @@ The tokenizers differ only in how they turn texts into ids. What happens next is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -179,3 +180,50 @@ def pack_rows(
     if single and return_tensors is None:
         data = {key: value[0] for key, value in data.items()}
     return BatchFeature(data, tensor_type=return_tensors)
+
+
+class BatchingTokenizer:
+    """`__call__` for every tokenizer: subclasses implement `_rows` (texts -> `EncodedRows`, truncated) and have
+    `model_max_length`, `model_input_names`, `padding_side`, `pad_token_id` and `eos_token_id`."""
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        padding: bool | str = False,
+        truncation: bool | str | None = None,
+        max_length: int | None = None,
+        return_tensors: str | None = None,
+        return_attention_mask: bool | None = None,
+        add_special_tokens: bool = True,
+        pad_to_multiple_of: int | None = None,
+        padding_side: str | None = None,
+    ) -> BatchFeature:
+        """Tokenize one text or a list of texts into `input_ids` (and `attention_mask` when `model_input_names`
+        lists it, or when asked).
+
+        `padding`: False/"do_not_pad", True/"longest" (to the longest in the batch) or "max_length" (to
+        `max_length`, default `model_max_length`). `truncation`: True/"longest_first"/"only_first" cut to
+        `max_length` (keeping room for the end token); passing only `max_length` turns it on, as in the reference.
+        `return_tensors`: None (lists), "pt" or "np"; a lone string then gets a batch axis of 1.
+        """
+        single = check_call(text, return_tensors)
+        padding, truncate, max_length = resolve_strategies(
+            padding, truncation, max_length, pad_to_multiple_of, self.model_max_length
+        )
+        if return_attention_mask is None:
+            return_attention_mask = "attention_mask" in self.model_input_names
+        return pack_rows(
+            self._rows([text] if single else list(text), truncate, max_length, add_special_tokens),
+            padding,
+            max_length,
+            pad_to_multiple_of,
+            pad_id=self.pad_token_id,
+            eos_id=self.eos_token_id,
+            padding_side=padding_side or self.padding_side,
+            return_tensors=return_tensors,
+            return_attention_mask=return_attention_mask,
+            single=single,
+        )
+
+    def _rows(self, texts: list[str], truncate: bool, max_length: int | None, add_special_tokens: bool) -> EncodedRows:
+        raise NotImplementedError

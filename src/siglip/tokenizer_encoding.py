@@ -11,13 +11,12 @@ The reference's quirks decide the ids:
   SentencePiece from treating the leading `▁` as its dummy prefix.
 - A text that ends in `</s>` gets no second `</s>`; truncation keeps room for one `</s>` (`max_length - 1` ids).
 
-Speed. In the common case (no special token anywhere in the batch) every segment starts with `▁`, and for
-models where no piece holds a `▁` after its first character, no piece can straddle the `"<unk>"|▁` boundary:
-encoding `▁segment` directly gives the same pieces without the prefix (`_direct_encoding` checks this on the
-model and on probe strings when the tokenizer is built). The batch is then cut into chunks that worker threads
-canonicalise (holding the GIL), encode (SentencePiece releases it) and collect into numpy, so the Python work
-of one chunk overlaps the encoding of another on the other core. Truncation, `</s>` and padding are numpy
-operations on the whole batch (`tokenizer_batching`).
+Speed. In the common case (no special token anywhere in the batch) the batch is cut into chunks that worker
+threads canonicalise (holding the GIL), encode (SentencePiece releases it) and collect into numpy, so the Python
+work of one chunk overlaps the encoding of another on the other core. Truncation, `</s>` and padding are numpy
+operations on the whole batch (`tokenizer_batching`). The `"<unk>"` prefix stays even where no piece could
+straddle it: SentencePiece's Viterbi breaks ties between equal-scoring segmentations (e.g. "3"+"33" vs
+"33"+"3") by floating-point sums that the prefix's score changes, so dropping it changes a few ids.
 """
 
 from __future__ import annotations
@@ -37,22 +36,6 @@ from .tokenizer_canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch
 _THREADED_BATCH = 64
 # Texts per chunk when a batch is split across worker threads.
 _CHUNK = 1024
-# Segments whose direct encoding must equal the prefixed one before the direct path is trusted.
-_PROBES = ("▁", "▁a", "▁ a", "▁a ", "▁a  b", "▁▁a", "▁a ▁b", "▁<a>")
-
-
-def _direct_encoding(sp_model: spm.SentencePieceProcessor, prefix: bytes, prefix_length: int) -> bool:
-    """Whether encoding `▁segment` alone gives the pieces of `prefix + ▁segment` after the prefix's pieces."""
-    underline = sp_model.piece_to_id(SPIECE_UNDERLINE)
-    if sp_model.id_to_piece(underline) != SPIECE_UNDERLINE or sp_model.is_unknown(underline):
-        return False
-    if any(SPIECE_UNDERLINE in sp_model.id_to_piece(i)[1:] for i in range(sp_model.get_piece_size())):
-        return False
-    for probe in _PROBES:
-        job = probe.encode()
-        if sp_model.encode(job, out_type=str) != sp_model.encode(prefix + job, out_type=str)[prefix_length:]:
-            return False
-    return True
 
 
 class SentencePieceEncoding(BatchingTokenizer):
@@ -65,8 +48,6 @@ class SentencePieceEncoding(BatchingTokenizer):
         # Number of pieces of the "<unk>" prefix to drop after encoding "<unk>" + segment.
         self._unk_prefix = self.unk_token.encode("utf-8")
         self._prefix_length = len(self.sp_model.encode(self.unk_token))
-        sampling = bool(self.sp_model_kwargs)  # sampling options: keep the reference's calls exactly
-        self._direct = not sampling and _direct_encoding(self.sp_model, self._unk_prefix, self._prefix_length)
 
     def tokenize(self, text: str) -> list[str]:
         """The pieces of `text`, without `</s>` (what the reference's `tokenize` returns)."""
@@ -90,15 +71,14 @@ class SentencePieceEncoding(BatchingTokenizer):
             parts = list(shared_pool("tokenize", self.num_threads).map(self._encode_chunk, chunks))
         flat = np.concatenate([part[0] for part in parts])
         sizes = np.concatenate([part[1] for part in parts])
-        return flat, sizes, 0 if self._direct else self._prefix_length
+        return flat, sizes, self._prefix_length
 
     def _encode_chunk(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Canonicalise and encode texts holding no NUL and no special token; ids flat, and sizes."""
         joined = SPIECE_UNDERLINE + SEPARATOR.join(texts).replace(SPIECE_UNDERLINE, " ")
         joined = joined.replace(SEPARATOR, SEPARATOR + SPIECE_UNDERLINE)
-        prefix = b"" if self._direct else self._unk_prefix
         try:
-            jobs = canonicalize_joined(joined, self.do_lower_case, prefix)
+            jobs = canonicalize_joined(joined, self.do_lower_case, self._unk_prefix)
         except UnicodeEncodeError:
             raise InputError("text contains unpaired surrogate characters, which are not valid Unicode.") from None
         return flatten_rows(self._encode_jobs(jobs, int, threads))

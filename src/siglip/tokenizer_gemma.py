@@ -24,10 +24,9 @@ from typing import Any, ClassVar
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .batch import BatchFeature
 from .errors import InputError
 from .hub import HubOptions, resolve_file
-from .tokenizer_batching import EncodedRows, check_call, pack_rows, resolve_strategies
+from .tokenizer_batching import BatchingTokenizer, EncodedRows
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" model_max_length
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -72,7 +71,7 @@ def _added_token(spec: str | dict | AddedToken, special: bool) -> AddedToken:
     return token
 
 
-class GemmaTokenizer:
+class GemmaTokenizer(BatchingTokenizer):
     """Gemma byte-fallback BPE tokenizer returning `BatchFeature`s; matches transformers' `GemmaTokenizer(Fast)`.
 
     Build it with `from_pretrained(folder_or_hub_id)`; the constructor takes the parsed `tokenizer.json` and the
@@ -285,50 +284,17 @@ class GemmaTokenizer:
         return self._backend.encode(text, add_special_tokens=False).tokens
 
     # ------------------------------------------------------------------ encode / decode
-    def __call__(
-        self,
-        text: str | list[str],
-        padding: bool | str = False,
-        truncation: bool | str | None = None,
-        max_length: int | None = None,
-        return_tensors: str | None = None,
-        return_attention_mask: bool | None = None,
-        add_special_tokens: bool = True,
-        pad_to_multiple_of: int | None = None,
-        padding_side: str | None = None,
-    ) -> BatchFeature:
-        """Tokenize one text or a batch: `input_ids` (+ `attention_mask`), optionally padded and truncated.
-
-        `padding`: False / "do_not_pad", True / "longest", or "max_length". `truncation`: True / "longest_first"
-        or False; it is switched on when only `max_length` is given. A `max_length` of None means
-        `model_max_length` (no limit for SigLIP2 checkpoints). The SigLIP2 processor uses
-        `padding="max_length", max_length=64, truncation=True`.
-        """
-        single = check_call(text, return_tensors)
-        padding, truncate, max_length = resolve_strategies(
-            padding, truncation, max_length, pad_to_multiple_of, self.model_max_length
-        )
+    def _rows(self, texts: list[str], truncate: bool, max_length: int | None, add_special_tokens: bool) -> EncodedRows:
+        """The backend's ids (its post-processor adds `<eos>`; its truncation keeps room for it); padding is shared
+        with SiglipTokenizer (`tokenizer_batching.BatchingTokenizer.__call__`)."""
         backend = self._backend
         if truncate and max_length is not None:
             backend.enable_truncation(max_length, strategy="longest_first", direction=self.truncation_side)
         try:
-            encodings = backend.encode_batch([text] if single else list(text), add_special_tokens=add_special_tokens)
+            encodings = backend.encode_batch(texts, add_special_tokens=add_special_tokens)
         finally:
             backend.no_truncation()
-        if return_attention_mask is None:
-            return_attention_mask = "attention_mask" in self.model_input_names
-        return pack_rows(
-            EncodedRows.from_lists([encoding.ids for encoding in encodings]),
-            padding,
-            max_length,
-            pad_to_multiple_of,
-            pad_id=self.pad_token_id,
-            eos_id=self.eos_token_id,
-            padding_side=padding_side or self.padding_side,
-            return_tensors=return_tensors,
-            return_attention_mask=return_attention_mask,
-            single=single,
-        )
+        return EncodedRows.from_lists([encoding.ids for encoding in encodings])
 
     def decode(self, token_ids: int | list[int] | Any, skip_special_tokens: bool = False) -> str:
         """Ids -> text (`▁` back to spaces, byte-fallback tokens merged into UTF-8)."""
