@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from summary import record
 
 DIM = 768
 OPEN_CLIP_MIRROR = "/work/.mirror/mlfoundations+open_clip/repo"
@@ -138,7 +139,10 @@ def main() -> None:
     parser.add_argument("--open-clip-git-dir", default=OPEN_CLIP_MIRROR)
     parser.add_argument("--out", type=Path, help="also write the markdown table here")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # child mode: impl:batch:block:open_clip_loss_path
+    parser.add_argument("--quick", action="store_true", help="B=2048, one block size, 1 repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.blocks, args.repeats = [2048], [512], 1
     torch.set_num_threads(args.threads)
     if args.case:
         impl, batch, block, path = args.case.split(":", 3)
@@ -172,10 +176,25 @@ def main() -> None:
                     continue
                 rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
                 print(format_row(rows[-1], rows), flush=True)
+    record_headlines(rows)
     table = markdown(rows, description, args)
     print(table)
     if args.out:
         args.out.write_text(table)
+
+
+def record_headlines(rows: list[dict]) -> None:
+    """For run_all: each blockwise case against plain (or open_clip where plain is absent), in pairs/s."""
+    for row in rows:
+        if row["impl"] != "blockwise":
+            continue
+        same = {r["impl"]: r for r in rows if r["batch"] == row["batch"]}
+        peak = f"peak extra {(row['peak'] - 2 * row['batch'] * DIM * 4) / 2**20:.0f} MiB beyond the gradients"
+        for other, target in (("plain", ">= 0.8x (time <= 1.25x)"), ("open_clip", "-")):
+            if other in same:
+                figure = f"loss fwd+bwd B={row['batch']} D={DIM}, blockwise N={row['block']} vs {other}"
+                rate, other_rate = row["batch"] / row["time"], row["batch"] / same[other]["time"]
+                record(figure, rate, other_rate, "pairs/s", target=target, note=peak)
 
 
 def format_row(row: dict, rows: list[dict]) -> str:

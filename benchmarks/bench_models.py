@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from summary import record
 
 import siglip
 
@@ -159,7 +160,19 @@ def run_tower(tower: str, dtype_name: str, modes: list[str], args: argparse.Name
         )
         lines.append(line)
         print(line, flush=True)
+        figure = f"{'P1' if dtype_name == 'fp32' else 'P2'} {tower} tower {dtype_name} {mode}, batch {batch}"
+        target = TARGETS.get((dtype_name, mode), "")
+        record(figure, our_rate, ref_rate, unit, target=target, peak_percent=100 * gflop / our_best / peak)
     return lines
+
+
+# The targets, vs transformers in the same mode (the text tower has the same ones).
+TARGETS = {
+    ("fp32", "eager"): ">= 1.1x",
+    ("fp32", "compile"): ">= 1.0x",
+    ("bf16", "eager"): "-",
+    ("bf16", "compile"): ">= 1.2x",
+}
 
 
 HEADER = [

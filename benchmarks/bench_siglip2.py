@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import FIXTURES  # noqa: E402
+from summary import record  # noqa: E402
 
 from siglip.modeling.siglip2 import Siglip2VisionModel  # noqa: E402
 
@@ -135,6 +136,9 @@ def main() -> None:
         base_wall = timings["transformers"][0]
         for name, (wall, cpu) in timings.items():
             count = inputs["pixel_values"].shape[0]
+            if name != "transformers":
+                figure = f"P8 SigLIP2 NaFlex {args.size}, {batch_name} batch ({valid} valid), {name}"
+                record(figure, count / wall, count / base_wall, "img/s", target=">= 1.2x")
             lines.append(
                 f"| {batch_name} | {valid} | {name} | {count / wall:.2f} | {wall:.2f} | {cpu:.2f} | "
                 f"{base_wall / wall:.2f}x |"
