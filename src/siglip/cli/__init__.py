@@ -10,8 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import SiglipError
 from . import classify, export, index, search, train
+from .common import run_reporting_errors
 
 COMMANDS = (classify, export, search, index, train)
 
@@ -29,14 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `siglip` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except SiglipError as error:
-        print(f"siglip: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("siglip: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(args.run, args, "siglip")
 
 
 def _version() -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, SiglipError
 
 DEFAULT_MODEL = "google/siglip-base-patch16-224"
 DTYPES = {
@@ -60,3 +60,16 @@ def progress_bar(total: int, args: argparse.Namespace, unit: str = "img") -> Any
 
 def warn(message: str) -> None:
     print(f"siglip: {message}", file=sys.stderr)
+
+
+def run_reporting_errors(run: Any, args: Any, prog: str) -> int:
+    """`run(args)` with the CLI's contract: a `SiglipError` becomes one `PROG: error: ...` line and exit code 2,
+    Ctrl-C exit code 130."""
+    try:
+        return run(args) or 0
+    except SiglipError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import SiglipError
+from .common import run_reporting_errors
 
 
 def register(subcommands: Any) -> None:
@@ -45,11 +45,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m siglip.train", description=__doc__.splitlines()[0])
     TrainConfig.add_arguments(parser)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return run(args)
-    except SiglipError as error:
-        print(f"siglip train: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("siglip train: interrupted", file=sys.stderr)
-        return 130
+    return run_reporting_errors(run, args, "siglip train")
