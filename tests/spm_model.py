@@ -13,6 +13,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from siglip.vocabulary import train_spiece_model
+
 WORDS = (
     "a photo of the cat dog two three bird car man woman child red blue green small large sitting on in with "
     "and near under over street beach mountain tree house table plate pizza coffee cup people running playing "
@@ -69,23 +71,7 @@ def train_sentencepiece_model(directory: str | Path, vocab_size: int = 1500, byt
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     prefix = directory / ("spiece_bytes" if byte_fallback else "spiece")
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences()),
-        model_prefix=str(prefix),
-        vocab_size=vocab_size,
-        model_type="unigram",
-        character_coverage=0.995,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        byte_fallback=byte_fallback,
-        num_threads=1,
-        minloglevel=2,
-    )
+    train_spiece_model(sentences(), str(prefix), vocab_size, character_coverage=0.995, byte_fallback=byte_fallback)
     return prefix.with_suffix(".model")
 
 

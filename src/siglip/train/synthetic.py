@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from ..vocabulary import train_spiece_model
+
 SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart")
 COLOURS = {
     "red": (220, 30, 30),
@@ -196,29 +198,10 @@ def all_captions(count: int = 20_000, seed: int = 0) -> Iterator[str]:
 
 
 def train_vocabulary(model_prefix: str, vocab_size: int = 128, seed: int = 0) -> str:
-    """Train a SentencePiece unigram model with SigLIP's special-token layout; returns the .model path.
+    """Train the SigLIP-layout SentencePiece model of the shapes captions; returns the .model path.
 
-    SigLIP's `spiece.model` (T5 layout): `<pad>`=0, `</s>`=1, `<unk>`=2, no `<s>`; `SiglipTokenizer` pads with
-    `</s>` and appends it to every text. Captions are lowercased without punctuation, as the tokenizer
-    canonicalises them.
+    Captions are lowercased without punctuation, as the tokenizer canonicalises them.
     """
-    import sentencepiece as spm
-
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=all_captions(seed=seed),
-        model_prefix=model_prefix,
-        vocab_size=vocab_size,
-        model_type="unigram",
-        character_coverage=1.0,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        pad_piece="<pad>",
-        eos_piece="</s>",
-        unk_piece="<unk>",
-        hard_vocab_limit=False,
-        num_threads=1,
-        minloglevel=2,
+    return train_spiece_model(
+        all_captions(seed=seed), model_prefix, vocab_size, character_coverage=1.0, hard_vocab_limit=False
     )
-    return model_prefix + ".model"
