@@ -31,6 +31,12 @@ class TrainConfig:
     lock_image: bool = option(False, "LiT: freeze the image tower (eval mode, no gradients)")
     logit_scale_init: float = option(math.log(10.0), "initial log logit scale, from scratch (paper: log 10)")
     logit_bias_init: float = option(-10.0, "initial logit bias, from scratch (paper: -10)")
+    text_attention_init_scale: float = option(
+        1.0, "from scratch: multiply the text tower's query/key weights by this at init (sharper attention)"
+    )
+    lock_text_steps: int = option(
+        0, "keep the text tower at its initial weights for the first N steps (small-batch collapse, see README)"
+    )
     # ---- data ----------------------------------------------------------------------------------------------
     data: str = option(
         None, "captions .csv/.jsonl (or its folder), tar shards (dir, glob, a-{000..009}.tar) or 'synthetic'"
@@ -87,6 +93,8 @@ class TrainConfig:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise InputError("--warmup-steps must be >= 0 and --lr > 0.")
+        if self.lock_text_steps < 0 or self.text_attention_init_scale <= 0:
+            raise InputError("--lock-text-steps must be >= 0 and --text-attention-init-scale > 0.")
         return self
 
     @classmethod

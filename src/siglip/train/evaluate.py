@@ -20,12 +20,16 @@ from . import synthetic
 
 @dataclass
 class ZeroShotTask:
-    """Classify each image (of `subset`, or all) among `prompts`; `labels[i]` is image i's class index."""
+    """Classify each image (of `subset`, or all) among `prompts`; `labels[i]` is image i's class index.
+
+    With `prompt_classes`, prompt j stands for class `prompt_classes[j]` (several prompts per class: the colour of
+    the best colour x shape prompt); otherwise prompt j is class j."""
 
     name: str
     prompts: list[str]
     labels: torch.Tensor
     subset: torch.Tensor | None = None
+    prompt_classes: torch.Tensor | None = None
 
 
 @dataclass
@@ -80,20 +84,18 @@ def shapes_eval_set(source: synthetic.ShapesDataset, processor: Any, count: int)
     colours, shapes = list(synthetic.COLOURS), list(synthetic.SHAPES)
     pairs = synthetic.combos("all")
     unseen = torch.tensor([(s.colour, s.shape) in synthetic.HELD_OUT for s in samples])
+    combo_prompts = [synthetic.COMBO_PROMPT.format(*p) for p in pairs]
     tasks = [
-        ("shape", [synthetic.SHAPE_PROMPT.format(s) for s in shapes], [shapes.index(s.shape) for s in samples]),
-        ("colour", [synthetic.COLOUR_PROMPT.format(c) for c in colours], [colours.index(s.colour) for s in samples]),
-        (
-            "combo",
-            [synthetic.COMBO_PROMPT.format(*p) for p in pairs],
-            [pairs.index((s.colour, s.shape)) for s in samples],
-        ),
+        ("shape", [synthetic.SHAPE_PROMPT.format(s) for s in shapes], [shapes.index(s.shape) for s in samples], None),
+        ("colour", combo_prompts, [colours.index(s.colour) for s in samples], [colours.index(c) for c, _ in pairs]),
+        ("combo", combo_prompts, [pairs.index((s.colour, s.shape)) for s in samples], None),
     ]
     zero_shot = []
-    for name, prompts, labels in tasks:
-        zero_shot.append(ZeroShotTask(name, prompts, torch.tensor(labels)))
+    for name, prompts, labels, classes in tasks:
+        classes = None if classes is None else torch.tensor(classes)
+        zero_shot.append(ZeroShotTask(name, prompts, torch.tensor(labels), prompt_classes=classes))
         if unseen.any():
-            zero_shot.append(ZeroShotTask(f"{name}_unseen", prompts, torch.tensor(labels), unseen))
+            zero_shot.append(ZeroShotTask(f"{name}_unseen", prompts, torch.tensor(labels), unseen, classes))
     return EvalSet(_pixels(processor, images), captions, zero_shot)
 
 
@@ -137,6 +139,8 @@ def evaluate(
     metrics = {"i2t_recall@1": (best == truth).float().mean().item()}
     for task in eval_set.tasks:
         predicted = (image_embeds @ embed_texts(task.prompts).t()).argmax(dim=1).cpu()
+        if task.prompt_classes is not None:
+            predicted = task.prompt_classes[predicted]
         correct = predicted == task.labels
         if task.subset is not None:
             correct = correct[task.subset]

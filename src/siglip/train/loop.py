@@ -88,6 +88,9 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
     with torch.no_grad():
         model.logit_scale.fill_(config.logit_scale_init)
         model.logit_bias.fill_(config.logit_bias_init)
+        for layer in model.text_model.encoder.layers:  # sharper text attention at init (see TrainConfig)
+            layer.self_attn.q_proj.weight.mul_(config.text_attention_init_scale)
+            layer.self_attn.k_proj.weight.mul_(config.text_attention_init_scale)
     tokenizer = _load_tokenizer(config.tokenizer, model_config.text_config.max_position_embeddings)
     if len(tokenizer) > model_config.text_config.vocab_size:
         raise InputError(
@@ -264,6 +267,9 @@ def _train(config: TrainConfig, runtime: distributed.Runtime) -> dict[str, Any]:
             (loss / config.grad_accum).backward()
             total_loss += loss.item() / config.grad_accum
             window_samples += batch["input_ids"].shape[0] * runtime.world_size
+        if step < config.lock_text_steps:  # the text tower keeps its initial weights (see TrainConfig)
+            for parameter in model.text_model.parameters():
+                parameter.grad = None
         if config.clip_grad > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad).item()
         else:

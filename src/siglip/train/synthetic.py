@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw
 
 from ..vocabulary import train_spiece_model
 
-SHAPES = ("circle", "square", "triangle", "star", "hexagon", "cross", "diamond", "heart")
+# Six shapes that stay distinct at 32 px (hexagon and diamond, tried first, blur into circle and square there).
+SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")
 COLOURS = {
     "red": (220, 30, 30),
     "green": (30, 170, 50),
@@ -28,36 +29,23 @@ COLOURS = {
     "white": (245, 245, 245),
     "black": (15, 15, 15),
 }
-# Backgrounds: the shape colours plus a few muted ones; a sample never uses its shape colour as background.
-BACKGROUNDS = {**COLOURS, "gray": (128, 128, 128), "pink": (250, 170, 200), "brown": (120, 70, 30)}
-# One unseen colour per shape and one unseen shape per colour (a Latin-square diagonal): 8 of 64 combinations.
-HELD_OUT = frozenset((colour, SHAPES[(3 * i) % len(SHAPES)]) for i, colour in enumerate(COLOURS))
+# Neutral backgrounds; a sample never uses its shape colour as background. (With the eight colours as backgrounds
+# too, the background explained 80 % of a fresh image tower's embedding variance and the small ViT learned shape
+# far more slowly: 17 % vs 60 % supervised accuracy after 300 steps.)
+BACKGROUNDS = {"gray": (128, 128, 128), "white": COLOURS["white"], "black": COLOURS["black"]}
+# One unseen shape per colour, every shape unseen in at least one colour: 8 of the 48 combinations.
+HELD_OUT = frozenset((colour, SHAPES[i % len(SHAPES)]) for i, colour in enumerate(COLOURS))
 SIZES = {"small": (0.45, 0.52), "medium": (0.58, 0.66), "large": (0.72, 0.8)}  # shape width / image side
 JITTER = 0.12  # the centre moves up to this fraction of the side from the middle (shapes stay inside)
 
-TEMPLATES = (
-    "a {colour} {shape}",
-    "a {size} {colour} {shape}",
-    "a {colour} {shape} on a {background} background",
-    "a {size} {colour} {shape} on a {background} background",
-    "a photo of a {colour} {shape}",
-    "this is a photo of a {colour} {shape}",
-    "a picture of a {size} {colour} {shape}",
-    "a drawing of a {colour} {shape} on {background}",
-    "{background} background with a {colour} {shape}",
-    "a {shape} in {colour}",
-    # Colour-free captions: colour alone cannot match them, so the towers must learn shape (without these the
-    # demo model learned colour, an easy shortcut, and left shape at chance).
-    "a {shape}",
-    "a photo of a {shape}",
-    "a {size} {shape}",
-    "a {shape} on a {background} background",
-    "a drawing of a {shape}",
-)
-# Prompts for zero-shot evaluation (also what a user would type).
-SHAPE_PROMPT = "a photo of a {}"
-COLOUR_PROMPT = "a photo of a {} shape"
-COMBO_PROMPT = "a photo of a {} {}"
+# Two short templates, half the captions naming the shape alone. Longer templates ("a small red circle on a gray
+# background", ...) made the fixed random text targets of the first training phase too noisy for the image tower
+# to learn shape from (see the README's demo-model section).
+TEMPLATES = ("a {colour} {shape}", "a {shape}")
+# Prompts for zero-shot evaluation (also what a user would type): the training templates. Colour is read off the
+# predicted colour x shape prompt (there is no colour-only caption).
+SHAPE_PROMPT = "a {}"
+COMBO_PROMPT = "a {} {}"
 
 
 @dataclass(frozen=True)
@@ -139,14 +127,8 @@ def draw(sample: ShapeSample, rng: random.Random, image_size: int = 64, supersam
         canvas.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=fill)
     elif sample.shape == "square":
         canvas.polygon(_polygon(cx, cy, radius * 1.2, 4, math.pi / 4 + tilt), fill=fill)
-    elif sample.shape == "diamond":
-        canvas.polygon(
-            [(cx, cy - radius), (cx + radius * 0.65, cy), (cx, cy + radius), (cx - radius * 0.65, cy)], fill=fill
-        )
     elif sample.shape == "triangle":
         canvas.polygon(_polygon(cx, cy + radius * 0.15, radius * 1.1, 3, -math.pi / 2 + tilt), fill=fill)
-    elif sample.shape == "hexagon":
-        canvas.polygon(_polygon(cx, cy, radius, 6, tilt), fill=fill)
     elif sample.shape == "star":
         canvas.polygon(_star(cx, cy, radius * 1.1, -math.pi / 2 + tilt), fill=fill)
     elif sample.shape == "heart":
@@ -161,7 +143,7 @@ def draw(sample: ShapeSample, rng: random.Random, image_size: int = 64, supersam
 class ShapesDataset:
     """Map-style dataset of `length` (image, caption) samples; item i is generated from (seed, i).
 
-    `split="train"` draws only seen combinations; "eval" draws all 64 (about 1/8 unseen); "unseen" only held-out.
+    `split="train"` draws only seen combinations; "eval" draws all 48 (1/6 unseen); "unseen" only held-out.
     `__getitem__` returns `(PIL image, caption)`; `sample(i)` also returns the `ShapeSample` for evaluation.
     """
 
@@ -191,10 +173,8 @@ def all_captions(count: int = 20_000, seed: int = 0) -> Iterator[str]:
     pairs = combos("all")
     for _ in range(count):
         yield caption(describe(rng, pairs), rng)
-    for colour in COLOURS:  # the evaluation prompts too
-        yield COLOUR_PROMPT.format(colour)
-    for shape in SHAPES:
-        yield SHAPE_PROMPT.format(shape)
+    for colour, shape in pairs:  # the evaluation prompts too
+        yield COMBO_PROMPT.format(colour, shape)
 
 
 def train_vocabulary(model_prefix: str, vocab_size: int = 128, seed: int = 0) -> str:
