@@ -78,7 +78,7 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
 
     if config.model is not None:
         model = AutoModel.from_pretrained(config.model, dtype=torch.float32)
-        return model, AutoProcessor.from_pretrained(config.model)
+        return model, _ids_only(AutoProcessor.from_pretrained(config.model))
     from ..modeling.model import SiglipModel
     from ..processor import SiglipProcessor
 
@@ -100,7 +100,16 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
     side = model_config.vision_config.image_size
     from ..image_processing import SiglipImageProcessor
 
-    return model, SiglipProcessor(SiglipImageProcessor(size={"height": side, "width": side}), tokenizer)
+    return model, _ids_only(SiglipProcessor(SiglipImageProcessor(size={"height": side, "width": side}), tokenizer))
+
+
+def _ids_only(processor: Any) -> Any:
+    """The text tower trains on padded `input_ids` without an attention mask (as big_vision trained SigLIP); the
+    saved tokenizer then returns no mask either, so the pipeline, the CLI and transformers feed the trained model
+    exactly what it saw. (A mask changes the last-position pooling: the shipped demo model scored 77 % colour x
+    shape through the pipeline with one and 92 % without, on the same 200 images.)"""
+    processor.tokenizer.model_input_names = ["input_ids"]
+    return processor
 
 
 def _load_tokenizer(path: str, max_length: int) -> Any:
