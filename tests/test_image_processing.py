@@ -285,6 +285,12 @@ def test_exif_orientation(tmp_path, reference, exact):
     assert load_image(path, honor_exif=True).size == (20, 40)
     assert_parity(reference, exact, Image.open(path))  # PIL input: the reference ignores EXIF
     assert_parity(reference, exact, str(path))  # path input: the reference applies it
+    # A caller's PIL image is rotated into a new image (the caller's stays as it is); an upright one is not copied.
+    opened = Image.open(path)
+    rotated = load_image(opened, honor_exif=True)
+    assert rotated.size == (20, 40) and opened.size == (40, 20)
+    np.testing.assert_array_equal(np.asarray(rotated), np.asarray(load_image(path, honor_exif=True)))
+    assert load_image(base, honor_exif=True) is base
 
 
 def test_url_loading(monkeypatch):

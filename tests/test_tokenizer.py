@@ -326,6 +326,23 @@ def test_bad_options_raise_typed_error(vocab):
         tokenizer.decode([10**6])
 
 
+def test_buffer_encoding_equals_list_encoding(any_vocab, monkeypatch):
+    """SentencePiece's int32-buffer batch API (used when present) gives the same ids as its list API."""
+    from siglip import tokenizer_encoding
+
+    texts = [text for text in SHORT if "\x00" not in text] + sentences(300, seed=5)
+    tokenizer = SiglipTokenizer(any_vocab)
+    if getattr(getattr(tokenizer.sp_model, "_processor", None), "_EncodeAsBufferBatch", None) is None:
+        pytest.skip("this sentencepiece build has no buffer API")
+    jobs = tokenizer_encoding.canonicalize_batch(texts, True, b"<unk>")
+    flat, sizes = tokenizer._encode_jobs_flat(jobs, threads=2)
+    monkeypatch.setattr(tokenizer_encoding, "_THREADED_BATCH", 10**9)  # forces the list path
+    list_flat, list_sizes = tokenizer._encode_jobs_flat(jobs, threads=2)
+    assert flat.dtype == list_flat.dtype == np.int64
+    np.testing.assert_array_equal(sizes, list_sizes)
+    np.testing.assert_array_equal(flat, list_flat)
+
+
 def test_large_plain_batch_parity_threaded_path(any_vocab):
     """Batches without special tokens take the chunked, threaded path."""
     ours, ref = SiglipTokenizer(any_vocab), reference(any_vocab)

@@ -32,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import ImageError
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # URL downloads larger than this are refused
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation"; 1 (or absent) means upright
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 
@@ -170,5 +171,16 @@ def load_image(
     else:
         image = _decode(_read_source(source, timeout, max_bytes), f"image {name}", draft_size)
     if honor_exif:
-        image = ImageOps.exif_transpose(image)
+        image = _apply_orientation(image, owned=not isinstance(source, Image.Image))
     return image
+
+
+def _apply_orientation(image: Image.Image, owned: bool) -> Image.Image:
+    """`ImageOps.exif_transpose` without its full-size copy when there is nothing to do (most photos): an image
+    we decoded ourselves is transposed in place; a caller's image is only copied when it must be rotated."""
+    if owned:
+        ImageOps.exif_transpose(image, in_place=True)
+        return image
+    if image.getexif().get(ORIENTATION_TAG, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)

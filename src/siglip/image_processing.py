@@ -366,6 +366,9 @@ class ImageProcessorBase:
         return f"{type(self).__name__} {self.to_json_string()}"
 
 
+_UINT8_TABLES: dict[str, np.ndarray] = {}  # SiglipImageProcessor._uint8_table, per setting values
+
+
 class SiglipImageProcessor(ImageProcessorBase):
     """SigLIP preprocessing, numerically identical to the reference's PIL backend.
 
@@ -418,9 +421,17 @@ class SiglipImageProcessor(ImageProcessorBase):
 
     def _uint8_table(self, settings: dict[str, Any]) -> np.ndarray:
         """(3, 256): each channel's output for each uint8 value, computed by `_process_array` itself, so a
-        lookup is bit-equal to the arithmetic (float64 rescale, float32 normalise) it replaces."""
-        values = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 1, 256))
-        return self._process_array(values, {**settings, "do_resize": False})[:, 0, :]
+        lookup is bit-equal to the arithmetic (float64 rescale, float32 normalise) it replaces. Cached per
+        setting values (read-only)."""
+        keys = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
+        key = repr([settings[k] for k in keys])
+        table = _UINT8_TABLES.get(key)
+        if table is None:
+            values = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 1, 256))
+            table = self._process_array(values, {**settings, "do_resize": False})[:, 0, :]
+            table.flags.writeable = False
+            _UINT8_TABLES[key] = table
+        return table
 
     def _finish(
         self, prepared: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
