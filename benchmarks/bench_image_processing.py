@@ -9,11 +9,14 @@ gets the same list of file paths and returns a 224x224 float32 batch (`return_te
 - siglip exact, 1 thread: `num_workers=1`, what the exact path costs without the thread pool;
 - siglip fast_decode: `SiglipImageProcessor(fast_decode=True)`: JPEG DCT-scaled decoding (`Image.draft`) to the
   smallest of 1/8, 1/4, 1/2, 1 that is still >= 224 px, then the exact resize/normalise, on both cores;
+- siglip Fast: `SiglipImageProcessorFast()`: decode on both cores, then one batched torch uint8 resize and one
+  fused rescale+normalise (at most one uint8 level from the exact path); "Fast + fast_decode" adds draft decoding;
 - bare draft decode: `Image.open(path); image.draft("RGB", (224, 224)); image.load()` on the same thread pool,
   nothing else: the floor for fast_decode (its "vs bare decode" column should be <= 1.2x);
 - bare full decode: `Image.open(path).load()` on the thread pool: the floor for any exact path.
 
-Finally the fast mode's image embeddings are compared with the exact path's (cosine) on the photos at each size,
+A second table times the processors alone on the same photos already decoded in memory (PIL images), and reports
+the fast processor's deviation from the exact output. Finally the fast mode's image embeddings are compared with the exact path's (cosine) on the photos at each size,
 through a random-weight SigLIP base-patch16-224 vision tower (`SiglipVisionModel(SiglipVisionConfig())`, seed 0).
 
     flock /tmp/siglip-cpu.lock .venv/bin/python benchmarks/bench_image_processing.py [--quick] [--repeats 3]
@@ -28,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +40,7 @@ from summary import record
 
 from siglip import SiglipVisionConfig, SiglipVisionModel
 from siglip.image_processing import SiglipImageProcessor, map_in_threads
+from siglip.image_processing_fast import SiglipImageProcessorFast
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg"]
@@ -75,6 +80,38 @@ def best_seconds(run: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def time_decoded(label: str, paths: list[str], reference: Any, repeats: int) -> list[str]:
+    """Table rows for the processors on decoded PIL images (no file I/O or decoding in the timed part)."""
+    images = [bare_decode(path, draft=False).convert("RGB") for path in paths]
+    exact = SiglipImageProcessor()(images, return_tensors="pt").pixel_values
+    fast = SiglipImageProcessorFast()(images, return_tensors="pt").pixel_values
+    difference = (fast - exact).abs()
+    processors = {
+        "transformers SiglipImageProcessor": lambda: reference(images, return_tensors="pt"),
+        "siglip exact (threads)": lambda: SiglipImageProcessor()(images, return_tensors="pt"),
+        "siglip Fast": lambda: SiglipImageProcessorFast()(images, return_tensors="pt"),
+    }
+    seconds = {}
+    for name, run in processors.items():
+        run()  # warm-up
+        seconds[name] = best_seconds(run, repeats)
+    base = seconds["transformers SiglipImageProcessor"]
+    rows = []
+    for name, value in seconds.items():
+        deviation = f"{difference.max():.4f} / {difference.mean():.1e}" if name == "siglip Fast" else ""
+        rows.append(
+            f"| {label:<16} | {name:<42} | {len(images) / value:>9.1f} | {base / value:>14.2f}x | {deviation:>28} |"
+        )
+    record(
+        f"SiglipImageProcessorFast, decoded {label} images",
+        len(images) / seconds["siglip Fast"],
+        len(images) / base,
+        "img/s",
+        target=">= 3x",
+    )
+    return rows
+
+
 def embedding_cosines(paths: list[str], model: torch.nn.Module) -> np.ndarray:
     exact = SiglipImageProcessor()(paths, return_tensors="pt").pixel_values
     fast = SiglipImageProcessor(fast_decode=True)(paths, return_tensors="pt").pixel_values
@@ -99,6 +136,10 @@ def main() -> None:
         "siglip exact (threads)": lambda p: SiglipImageProcessor()(p, return_tensors="pt"),
         "siglip exact, 1 thread": lambda p: SiglipImageProcessor(num_workers=1)(p, return_tensors="pt"),
         "siglip fast_decode (threads)": lambda p: SiglipImageProcessor(fast_decode=True)(p, return_tensors="pt"),
+        "siglip Fast (threads)": lambda p: SiglipImageProcessorFast()(p, return_tensors="pt"),
+        "siglip Fast + fast_decode (threads)": lambda p: SiglipImageProcessorFast(fast_decode=True)(
+            p, return_tensors="pt"
+        ),
         "bare draft decode (threads)": lambda p: map_in_threads(lambda x: bare_decode(x, True), p, workers),
         "bare full decode (threads)": lambda p: map_in_threads(lambda x: bare_decode(x, False), p, workers),
     }
@@ -112,6 +153,10 @@ def main() -> None:
         model = SiglipVisionModel(SiglipVisionConfig()).eval()
     header = f"| {'JPEG':<16} | {'processor':<42} | {'images/s':>9} | {'ms/image':>8} | {'vs transformers':>15} |"
     lines, cosines = [header, "|" + "|".join("-" * (len(c) + 0) for c in header.split("|")[1:-1]) + "|"], {}
+    decoded = [
+        f"| {'JPEG':<16} | {'processor':<42} | {'images/s':>9} | {'vs transformers':>15} | {'max / mean |diff| vs exact':>28} |",
+        "|---|---|---:|---:|---:|",
+    ]
     with tempfile.TemporaryDirectory() as folder:
         for label, size in SIZES.items():
             count = max(len(PHOTOS), COUNTS[label] // (4 if args.quick else 1))
@@ -151,9 +196,12 @@ def main() -> None:
                 f"| {label:<16} | {'fast_decode time / bare draft decode time':<42} | {'':>9} | {'':>8} "
                 f"| {ratio:>14.2f}x |"
             )
+            decoded.extend(time_decoded(label, paths, reference, args.repeats))
             if model is not None:
                 cosines[label] = embedding_cosines(paths[: len(PHOTOS)], model)
     print("\n".join(lines))
+    print("\nAlready decoded PIL images (the processors alone):")
+    print("\n".join(decoded))
     for label, values in cosines.items():
         print(f"embedding cosine fast_decode vs exact, {label}: min {values.min():.5f}, mean {values.mean():.5f}")
 

@@ -179,6 +179,23 @@ def test_fast_deviation_bound(exact, fast):
     assert np.abs(run(fast, array, do_resize=False) - run(exact, array, do_resize=False)).max() <= 1e-6
 
 
+def test_fast_reduces_large_images_first(exact, fast, monkeypatch):
+    """Images >= 4x the output on both sides are box-reduced by an exact divisor before the torch resize."""
+    from siglip.image_processing_fast import reduction_factor
+
+    assert reduction_factor(4000, 3000, 224, 224) == 2  # 3 would leave partial blocks: 4000 % 3 != 0
+    assert reduction_factor(4032, 3024, 224, 224) == 3
+    assert reduction_factor(1920, 1080, 224, 224) == reduction_factor(4001, 3001, 224, 224) == 1
+    photo = load_image(FIXTURES / "chelsea.png").convert("RGB").resize((2000, 1800), Image.Resampling.BICUBIC)
+    calls = []
+    original = Image.Image.reduce
+    monkeypatch.setattr(Image.Image, "reduce", lambda self, factor, *a: calls.append(factor) or original(self, factor))
+    diff = np.abs(run(fast, photo) - run(exact, photo))
+    assert calls == [2]
+    assert diff.max() <= 2 * LEVEL and diff.mean() <= 3e-3, (diff.max(), diff.mean())
+    assert run(fast, photo.convert("RGBA")).shape == (1, 3, 224, 224) and calls == [2]  # alpha: never reduced
+
+
 # ---- preprocessor_config.json ------------------------------------------------------------------------------------
 
 
