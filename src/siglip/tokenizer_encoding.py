@@ -13,8 +13,8 @@ The reference's quirks decide the ids:
 
 Speed. In the common case (no special token anywhere in the batch) the batch is cut into chunks that worker
 threads canonicalise (holding the GIL) and encode (SentencePiece releases it), so the Python work of one chunk
-overlaps the encoding of another on the other core. Where SentencePiece offers it (>= 0.2.1), ids come back as
-one int32 buffer per text instead of Python int lists. Truncation, `</s>` and padding are numpy
+overlaps the encoding of another on the other core. Where SentencePiece offers it (its pybind11 builds, 0.2.3
+here), ids come back as one int32 buffer per text instead of Python int lists. Truncation, `</s>` and padding are numpy
 operations on the whole batch (`tokenizer_batching`). The `"<unk>"` prefix stays even where no piece could
 straddle it: SentencePiece's Viterbi breaks ties between equal-scoring segmentations (e.g. "3"+"33" vs
 "33"+"3") by floating-point sums that the prefix's score changes, so dropping it changes a few ids.
@@ -87,9 +87,9 @@ class SentencePieceEncoding(BatchingTokenizer):
     def _encode_jobs_flat(self, jobs: list[bytes], threads: int) -> tuple[np.ndarray, np.ndarray]:
         """The ids of all jobs in one flat array, and each job's id count.
 
-        SentencePiece >= 0.2.1 (pybind11) can return each job's ids as an int32 buffer, releasing the GIL while
-        it encodes; that skips the Python int lists (about a third of the time) and lets another thread
-        canonicalise the next chunk meanwhile. Older builds take the list path."""
+        SentencePiece's pybind11 builds (0.2.3 here) can return each job's ids as an int32 buffer, releasing the
+        GIL while it encodes; that skips the Python int lists and lets another thread canonicalise the next chunk
+        meanwhile. Builds without it take the list path."""
         encode_buffers = getattr(getattr(self.sp_model, "_processor", None), "_EncodeAsBufferBatch", None)
         if encode_buffers is not None and len(jobs) >= _THREADED_BATCH:
             try:  # (inputs, num_threads, thread_pool, sampling, nbest_size, alpha, add_bos, add_eos, reverse)
