@@ -310,6 +310,18 @@ def test_exif_orientation(tmp_path, reference, exact):
     assert load_image(base, honor_exif=True) is base
 
 
+@pytest.mark.parametrize("mode", ["P", "LA", "RGBA", "L"])
+def test_exif_orientation_every_mode(tmp_path, reference, exact, mode):
+    """Paths of palette, alpha and grey PNGs with every rotating orientation: equal to the reference's loader."""
+    image = synthetic(mode, (40, 20))
+    for orientation in (3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        path = tmp_path / f"{mode}_{orientation}.png"
+        image.save(path, exif=exif.tobytes())
+        assert_parity(reference, exact, str(path))
+
+
 def test_url_loading(monkeypatch):
     import urllib.request
 
