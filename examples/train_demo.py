@@ -1,6 +1,6 @@
 """Train the shipped demo model `models/siglip-demo-shapes` from scratch, with one command.
 
-    python examples/train_demo.py              # ~27 minutes on 2 idle CPU cores (bf16 autocast)
+    python examples/train_demo.py              # ~50 minutes on 2 idle CPU cores (bf16 autocast)
     python examples/train_demo.py --steps 50 --out /tmp/smoke --images /tmp/smoke/images --fresh   # smoke run
 
 Interrupted (Ctrl-C, a time limit, `--stop-at N`), the same command continues from the last checkpoint
@@ -76,7 +76,7 @@ EXAMPLES = [
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=4000, help="optimizer steps (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=8000, help="optimizer steps (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is faster on a busy machine)")
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -383,7 +383,7 @@ def test_shipped_demo_model_pipeline_agrees_with_training_evaluation():
     ]
     pipeline_accuracy = sum(p == sample.combo for p, (*_, sample) in zip(predicted, samples)) / len(samples)
     hook = evaluate(classify.model, build_eval_set(source, classify.processor, len(samples)), classify.processor)
-    assert pipeline_accuracy == pytest.approx(hook["zeroshot_combo"], abs=1e-9)
+    assert pipeline_accuracy == pytest.approx(hook["zeroshot_combo"], abs=1e-6)  # one image = 0.0104
     assert pipeline_accuracy > 0.85
 
 
