@@ -106,8 +106,8 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
 def _ids_only(processor: Any) -> Any:
     """The text tower trains on padded `input_ids` without an attention mask (as big_vision trained SigLIP); the
     saved tokenizer then returns no mask either, so the pipeline, the CLI and transformers feed the trained model
-    exactly what it saw. (A mask changes the last-position pooling: the shipped demo model scored 77 % colour x
-    shape through the pipeline with one and 92 % without, on the same 200 images.)"""
+    exactly what it saw. (A mask changes the last-position pooling: the earlier 4000-step demo model scored 77 %
+    colour x shape through the pipeline with one and 92 % without, on the same 200 images.)"""
     processor.tokenizer.model_input_names = ["input_ids"]
     return processor
 
