@@ -27,12 +27,11 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # URL downloads larger than this are refused
-ORIENTATION_TAG = 0x0112  # EXIF "Orientation"; 1 (or absent) means upright
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
 
@@ -181,6 +180,6 @@ def _apply_orientation(image: Image.Image, owned: bool) -> Image.Image:
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
         return image
-    if image.getexif().get(ORIENTATION_TAG, 1) == 1:
+    if image.getexif().get(ExifTags.Base.Orientation, 1) == 1:  # 1 (or absent): upright
         return image
     return ImageOps.exif_transpose(image)
