@@ -10,10 +10,12 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 import transformers
 from conftest import TINY_CONFIGS, max_diff, random_ids
 
 import siglip
+from siglip.modeling import layers
 from siglip.modeling.packed import PackedWeights
 
 TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
@@ -129,3 +131,80 @@ def test_compile_matches_eager(model, inputs):
     for key in ("logits_per_image", "text_embeds", "image_embeds"):
         assert max_diff(first[key], eager[key]) <= COMPILE_TOL, key
     assert max_diff(second.image_embeds, eager.image_embeds[:2]) <= COMPILE_TOL
+
+
+def test_compile_keeps_packed_weights_between_calls(model, inputs):
+    """The packed-weight caches exist before tracing, so compiled calls reuse them instead of repacking."""
+    compiled = copy.deepcopy(model).compile()
+    misses = []
+    original = PackedWeights.get
+
+    def counting_get(self, weights, biases, rows):
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (*weights, *biases) if t is not None)
+        misses.append(key != self._key or self._value is None)
+        return original(self, weights, biases, rows)
+
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(PackedWeights, "get", counting_get)
+        compiled(**inputs)
+        first = sum(misses)
+        misses.clear()
+        compiled(**inputs)
+    assert first >= 2 * 2 * 4 and misses and not any(misses)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_blocked_cpu_attention_close_to_sdpa(masked, monkeypatch):
+    """bf16 blocked attention (bf16 scores, fp32 softmax) is as close to fp32 SDPA as bf16 SDPA is, block
+    boundaries included (a small block budget forces several blocks and a short last one)."""
+    monkeypatch.setattr(layers, "CPU_ATTENTION_BLOCK_SCORES", 3 * 4 * 40 * 40)
+    torch.manual_seed(1)
+    query, key, value = (torch.randn(7, 4, 40, 32) * 0.7 for _ in range(3))
+    mask = torch.ones(7, 40, dtype=torch.long)
+    mask[1, 25:] = 0
+    mask[5, 3:] = 0
+    bias32 = layers.key_padding_bias(mask, torch.float32) if masked else None
+    bias16 = layers.key_padding_bias(mask, torch.bfloat16) if masked else None
+    expected = F.scaled_dot_product_attention(query, key, value, attn_mask=bias32)
+    half = [t.bfloat16() for t in (query, key, value)]
+    blocked = layers.blocked_cpu_attention(*half, bias16, 32**-0.5)
+    sdpa = F.scaled_dot_product_attention(*half, attn_mask=bias16)
+    assert blocked.shape == expected.shape and blocked.dtype == torch.bfloat16
+    assert max_diff(blocked.float(), expected) <= 2 * max_diff(sdpa.float(), expected) + 1e-3
+    # One query per sequence (the MAP head's probe) against all keys.
+    probe = layers.blocked_cpu_attention(half[0][:, :, :1], half[1], half[2], bias16, 32**-0.5)
+    assert max_diff(probe.float(), expected[:, :, :1]) <= 2 * max_diff(sdpa[:, :, :1].float(), expected[:, :, :1]) + 1e-3
+
+
+def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatch):
+    calls = []
+    original = layers.blocked_cpu_attention
+    monkeypatch.setattr(layers, "blocked_cpu_attention", lambda *args: calls.append(1) or original(*args))
+    with torch.no_grad():
+        model(**inputs)
+    assert not calls  # fp32 stays on SDPA (reference numerics)
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    with torch.no_grad():
+        half(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].bfloat16())
+    assert len(calls) >= 2 * 2  # every layer of both towers (plus the MAP head)
+    calls.clear()
+    half.train()
+    half(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].bfloat16()).logits_per_image.sum().backward()
+    assert not calls  # training keeps SDPA (its backward needs no stored scores)
+
+
+def test_mlp_row_blocks_equal_one_pass(model, monkeypatch):
+    """The packed MLP over several row blocks (equal blocks, last one shorter) equals one pass."""
+    mlp = model.vision_model.encoder.layers[0].mlp
+    torch.manual_seed(2)
+    hidden = torch.randn(2, 65, mlp.fc1.in_features)  # 130 rows: blocks of 44, 44, 42
+    residual = torch.randn_like(hidden)
+    with torch.no_grad():
+        whole = mlp(hidden, residual)
+        monkeypatch.setattr(layers, "MLP_ROW_BLOCK", 64)
+        blocked = mlp(hidden, residual)
+        blocked_no_residual = mlp(hidden)
+        plain = mlp.fc2(mlp.activation_fn(mlp.fc1(hidden)))
+    assert blocked.shape == whole.shape
+    assert max_diff(blocked, whole) <= PACKED_TOL
+    assert max_diff(blocked_no_residual, plain) <= PACKED_TOL

@@ -143,6 +143,9 @@ class SiglipPreTrainedModel(nn.Module):
         (e.g. mode="max-autotune", options={"freezing": True}). The first call pays the compilation (tens of
         seconds, kept in inductor's on-disk cache for later processes). Accuracy: tests/test_speed_modes.py.
         """
+        for module in self.modules():  # a cache first made inside the traced forward would be made anew per call
+            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
+                packed.module_cache(module)
         super().compile(dynamic=dynamic, **compile_kwargs)
         return self
 
