@@ -173,7 +173,9 @@ def test_blocked_cpu_attention_close_to_sdpa(masked, monkeypatch):
     assert max_diff(blocked.float(), expected) <= 2 * max_diff(sdpa.float(), expected) + 1e-3
     # One query per sequence (the MAP head's probe) against all keys.
     probe = layers.blocked_cpu_attention(half[0][:, :, :1], half[1], half[2], bias16, 32**-0.5)
-    assert max_diff(probe.float(), expected[:, :, :1]) <= 2 * max_diff(sdpa[:, :, :1].float(), expected[:, :, :1]) + 1e-3
+    assert (
+        max_diff(probe.float(), expected[:, :, :1]) <= 2 * max_diff(sdpa[:, :, :1].float(), expected[:, :, :1]) + 1e-3
+    )
 
 
 def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatch):
@@ -189,7 +191,9 @@ def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatc
     assert len(calls) >= 2 * 2  # every layer of both towers (plus the MAP head)
     calls.clear()
     half.train()
-    half(input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].bfloat16()).logits_per_image.sum().backward()
+    half(
+        input_ids=inputs["input_ids"], pixel_values=inputs["pixel_values"].bfloat16()
+    ).logits_per_image.sum().backward()
     assert not calls  # training keeps SDPA (its backward needs no stored scores)
 
 
