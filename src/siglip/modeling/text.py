@@ -89,9 +89,14 @@ class SiglipTextModel(SiglipPreTrainedModel):
                 f"{input_ids.shape[-1]} tokens exceed max_position_embeddings={limit}; tokenize with "
                 f"truncation=True, max_length={limit}."
             )
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise InputError(
-                f"input_ids must lie in [0, {self.config.vocab_size}); got values in "
-                f"[{int(input_ids.min())}, {int(input_ids.max())}]. Is the tokenizer the model's own?"
-            )
+        _check_id_range(input_ids, self.config.vocab_size)
         return input_ids
+
+
+@torch.compiler.disable  # reads values back (.min/.max): eager under torch.compile, without a graph-break warning
+def _check_id_range(input_ids: torch.Tensor, vocab_size: int) -> None:
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise InputError(
+            f"input_ids must lie in [0, {vocab_size}); got values in "
+            f"[{int(input_ids.min())}, {int(input_ids.max())}]. Is the tokenizer the model's own?"
+        )
