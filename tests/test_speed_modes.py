@@ -212,3 +212,19 @@ def test_mlp_row_blocks_equal_one_pass(model, monkeypatch):
     assert blocked.shape == whole.shape
     assert max_diff(blocked, whole) <= PACKED_TOL
     assert max_diff(blocked_no_residual, plain) <= PACKED_TOL
+
+
+def test_segment_attention_bf16_close_to_fp32():
+    """SigLIP2's packed attention in bf16 on CPU (blocked path per sequence) stays as close to fp32 as bf16 SDPA."""
+    torch.manual_seed(3)
+    segments = layers.Segments.from_lengths([5, 17, 9])
+    query, key, value = (torch.randn(1, 4, 31, 16) * 0.7 for _ in range(3))
+    expected = layers.segment_attention(query, key, value, segments)
+    half = layers.segment_attention(*(t.bfloat16() for t in (query, key, value)), segments)
+    sdpa_error = max(
+        max_diff(
+            F.scaled_dot_product_attention(*(t[:, :, s:e].bfloat16() for t in (query, key, value))), expected[:, :, s:e]
+        )
+        for s, e in segments.bounds
+    )
+    assert half.dtype == torch.bfloat16 and max_diff(half, expected) <= 2 * sdpa_error + 1e-3

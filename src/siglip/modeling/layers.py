@@ -103,7 +103,10 @@ def segment_attention(
         rows = query[index : index + 1] if per_sequence_query else query[:, :, start:end]
         target = output[index : index + 1] if per_sequence_query else output[:, :, start:end]
         keys, values = key[:, :, start:end], value[:, :, start:end]
-        target.copy_(F.scaled_dot_product_attention(rows, keys, values, dropout_p=dropout, scale=scale))
+        if _use_blocked_cpu_attention(rows, dropout):
+            target.copy_(blocked_cpu_attention(rows, keys, values, None, scale))
+        else:
+            target.copy_(F.scaled_dot_product_attention(rows, keys, values, dropout_p=dropout, scale=scale))
     return output
 
 
