@@ -179,6 +179,34 @@ def test_fast_deviation_bound(exact, fast):
     assert np.abs(run(fast, array, do_resize=False) - run(exact, array, do_resize=False)).max() <= 1e-6
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_fast_threaded_batch_equals_general_path(workers, monkeypatch):
+    """The per-thread stack + resize + normalise of same-sized uint8 batches gives exactly the general path's
+    values (odd batch sizes split unevenly); other batches (mixed sizes, no normalisation) fall back to it."""
+    photo = load_image(FIXTURES / "coffee.png").convert("RGB")
+    images = [photo.rotate(angle) for angle in (0, 5, 10, 15, 20)]
+    mixed = [*images[:2], photo.resize((300, 200))]
+    fast = SiglipImageProcessorFast(num_workers=workers)
+    threaded = {
+        "batch": run(fast, images),
+        "bilinear": run(fast, images, resample=Image.Resampling.BILINEAR),
+    }
+    used = []
+    original = SiglipImageProcessorFast._resize_and_normalize_in_threads
+    monkeypatch.setattr(
+        SiglipImageProcessorFast,
+        "_resize_and_normalize_in_threads",
+        lambda self, *args: used.append(original(self, *args)) or None,
+    )
+    np.testing.assert_array_equal(run(fast, images), threaded["batch"])
+    np.testing.assert_array_equal(run(fast, images, resample=Image.Resampling.BILINEAR), threaded["bilinear"])
+    assert all(batch is not None for batch in used)
+    used.clear()
+    run(fast, mixed, size={"height": 64, "width": 64})
+    run(fast, images[:2], do_normalize=False)
+    assert used == [None, None]
+
+
 def test_fast_reduces_large_images_first(exact, fast, monkeypatch):
     """Images >= 4x the output on both sides are box-reduced by an exact divisor before the torch resize."""
     from siglip.image_processing_fast import reduction_factor

@@ -1,9 +1,11 @@
 """Batched torch SigLIP preprocessing: same settings and inputs as `SiglipImageProcessor`, several times faster.
 
 Decoding and RGB conversion are shared with the exact processor (PIL, through `ImageProcessorBase`). Then,
-per group of same-sized images, one uint8 `interpolate(antialias=True)` call resizes them (Pillow's bicubic and
-bilinear filters, computed by torch in fixed point on CPU), and one fused multiply-add per batch applies
-rescale and normalisation together: ``x * (rescale_factor / std) + (-mean / std)``.
+per group of same-sized images, uint8 `interpolate(antialias=True)` calls resize them (Pillow's bicubic and
+bilinear filters, computed by torch in fixed point on CPU), and a fused multiply-add applies rescale and
+normalisation together: ``x * (rescale_factor / std) + (-mean / std)``. On CPU the usual batch (same-sized uint8
+images) is split over the worker threads, each resizing and normalising its slice into the output, because
+torch's uint8 resize runs on one core per call.
 
 Deviation from the exact path (= the reference), measured by `tests/test_image_processing.py`: torch's uint8
 resampler rounds a few pixels differently from Pillow's. Downscaling (every fixture photo to 224x224, default
@@ -19,6 +21,7 @@ and is rounded and clipped to 0-255, like Pillow's 8-bit output.
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,6 +34,7 @@ from .errors import InputError
 from .image_processing import (
     ImageProcessorBase,
     SiglipImageProcessor,
+    map_in_threads,
     output_size,
     pack_outputs,
     pil_resize,
@@ -117,6 +121,10 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
         self, images: list[np.ndarray], settings: dict[str, Any], return_tensors: str | None, data_format: str | None
     ) -> BatchFeature:
         device = torch.device(settings["device"] or "cpu")
+        if device.type == "cpu" and settings["do_resize"]:
+            batch = self._resize_and_normalize_in_threads(images, settings)
+            if batch is not None:
+                return pack_outputs(batch, return_tensors, data_format)
         if settings["do_resize"]:
             tensors, scales = self._resize_all(images, settings, device)
         else:
@@ -153,6 +161,36 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
             for position, index in enumerate(indices):
                 resized[index] = out[position]
         return resized, scales  # type: ignore[return-value]
+
+    def _resize_and_normalize_in_threads(
+        self, images: list[np.ndarray], settings: dict[str, Any]
+    ) -> torch.Tensor | None:
+        """The usual CPU case in one pass per worker thread: same-shaped uint8 images, a torch filter, rescale and
+        normalise on. Each thread stacks, resizes and normalises a slice of the batch straight into the output
+        (torch's uint8 antialiased resize runs on one core per call). Same values as `_resize_all` followed by
+        `_rescale_and_normalize`. Returns None when the batch does not fit this case."""
+        mode = TORCH_MODES.get(settings["resample"])
+        if mode is None or not (settings["do_rescale"] and settings["do_normalize"]) or not images:
+            return None
+        shape = images[0].shape
+        if images[0].dtype != np.uint8 or any(image.shape != shape or image.dtype != np.uint8 for image in images):
+            return None
+        channels = shape[0]
+        height, width = output_size(shape[1], shape[2], settings["size"])
+        std = _per_channel(settings["image_std"], channels)
+        scale = (settings["rescale_factor"] / std).astype(np.float32)[:, None, None]
+        shift = (-_per_channel(settings["image_mean"], channels) / std).astype(np.float32)[:, None, None]
+        output = np.empty((len(images), channels, height, width), dtype=np.float32)
+        workers = min(settings.get("num_workers") or min(4, os.cpu_count() or 1), len(images))
+        bounds = np.linspace(0, len(images), workers + 1).astype(int)
+
+        def run(start: int, end: int) -> None:
+            hwc = np.stack([np.moveaxis(image, 0, -1) for image in images[start:end]])
+            resized = resize_batch(torch.from_numpy(hwc), height, width, mode).contiguous().numpy()
+            np.add(np.multiply(resized, scale, out=output[start:end]), shift, out=output[start:end])
+
+        map_in_threads(lambda span: run(*span), list(zip(bounds[:-1], bounds[1:])), workers)
+        return torch.from_numpy(output)
 
     @staticmethod
     def _rescale_and_normalize(
