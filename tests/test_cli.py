@@ -44,6 +44,24 @@ def test_classify_json_matches_pipeline(reference_checkpoint, image_dir):
         assert max(abs(a["score"] - b["score"]) for a, b in zip(record["results"], expected)) <= 1e-6
 
 
+def test_classify_fast_preprocess_matches_fast_pipeline(reference_checkpoint, image_dir):
+    """--fast-preprocess uses the Fast image processor, as pipeline(use_fast=True) does (with --fast-decode too);
+    its scores stay close to the exact path's (one uint8 level of resize deviation)."""
+    args = ["classify", str(image_dir), "--labels", *LABELS, "--model", str(reference_checkpoint), "--json"]
+    checkpoint = str(reference_checkpoint)
+    exact = siglip.pipeline(model=checkpoint)
+    for options, pipeline_kwargs in (([], {}), (["--fast-decode"], {"fast_decode": True})):
+        records = json.loads(run_cli(*args, "--fast-preprocess", *options).stdout)
+        pipe = siglip.pipeline(model=checkpoint, use_fast=True, **pipeline_kwargs)
+        assert type(pipe.processor.image_processor).__name__ == "SiglipImageProcessorFast"
+        for record in records:
+            expected = {r["label"]: r["score"] for r in pipe(record["image"], candidate_labels=LABELS)}
+            assert all(abs(r["score"] - expected[r["label"]]) <= 1e-6 for r in record["results"])
+            if not options:
+                reference = {r["label"]: r["score"] for r in exact(record["image"], candidate_labels=LABELS)}
+                assert all(abs(r["score"] - reference[r["label"]]) <= 1e-2 for r in record["results"])
+
+
 def test_classify_table_top_k_and_comma_labels(reference_checkpoint):
     image = str(FIXTURES / "chelsea.png")
     result = run_cli(

@@ -23,7 +23,7 @@ DTYPES = {
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --device, --dtype, --batch-size, --revision, --no-progress."""
+    """--model, --device, --dtype, --batch-size, --revision, --no-progress, --fast-decode, --fast-preprocess."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", "-m", default=DEFAULT_MODEL, help="Hub id or local folder (default: %(default)s)")
     group.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit)")
@@ -34,6 +34,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--fast-decode", action="store_true", help="decode JPEGs at a reduced scale (faster, approximate)"
     )
+    group.add_argument(
+        "--fast-preprocess",
+        action="store_true",
+        help="batched torch image resize (the Fast image processor): faster, within one uint8 level of the exact path",
+    )
 
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -43,7 +48,8 @@ def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     hub = {"revision": args.revision} if args.revision else {}
-    processor = AutoProcessor.from_pretrained(args.model, **hub)
+    fast = {"use_fast": True} if getattr(args, "fast_preprocess", False) else {}
+    processor = AutoProcessor.from_pretrained(args.model, **hub, **fast)
     model = AutoModel.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, **hub)
     if getattr(args, "fast_decode", False) and hasattr(processor.image_processor, "fast_decode"):
         processor.image_processor.fast_decode = True
