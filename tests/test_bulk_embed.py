@@ -39,12 +39,13 @@ def collect(folder: Path) -> tuple[list, dict[str, np.ndarray]]:
     return rows, vectors
 
 
-def expected_embeddings(checkpoint: Path, paths: list[str]) -> np.ndarray:
+def expected_embeddings(checkpoint: Path, paths: list[str], use_fast: bool = False, draft: bool = False) -> np.ndarray:
     model = siglip.AutoModel.from_pretrained(checkpoint)
-    processor = siglip.AutoProcessor.from_pretrained(checkpoint)
+    processor = siglip.AutoProcessor.from_pretrained(checkpoint, use_fast=use_fast)
     from siglip.encode import load_rgb
 
-    pixels = processor(images=[load_rgb(p) for p in paths], return_tensors="pt").pixel_values
+    size = processor.image_processor.draft_size() if draft else None
+    pixels = processor(images=[load_rgb(p, draft_size=size) for p in paths], return_tensors="pt").pixel_values
     with torch.no_grad():
         return torch.nn.functional.normalize(model.get_image_features(pixel_values=pixels), dim=-1).numpy()
 
@@ -107,6 +108,21 @@ def test_mixed_folder_lists_bad_files_with_reasons(reference_checkpoint, mixed_d
     assert "(4 already done)" in capsys.readouterr().out
     with pytest.raises(InputError, match="different job"):
         embed_source(mixed_dir, out, model=str(reference_checkpoint), shard_size=5)
+
+
+def test_fast_preprocessing_options_reach_the_bulk_job(reference_checkpoint, mixed_dir, tmp_path, capsys):
+    """`--fast-preprocess --fast-decode` on a bulk job: the Fast image processor and reduced-scale JPEG decoding."""
+    out = tmp_path / "out"
+    args = ["embed", str(mixed_dir), "--out", str(out), "--model", str(reference_checkpoint), "--batch-size", "4"]
+    assert cli_main([*args, "--fast-preprocess", "--fast-decode"]) == 0
+    assert "6 embedded, 2 corrupt, 2 unsupported" in capsys.readouterr().out
+    rows, vectors = collect(out)
+    good = [row.path for row in rows if row.status == "ok"]
+    got = np.stack([vectors[p] for p in good])
+    np.testing.assert_allclose(
+        got, expected_embeddings(reference_checkpoint, good, use_fast=True, draft=True), atol=1e-5
+    )
+    assert np.abs(got - expected_embeddings(reference_checkpoint, good)).max() > 1e-4  # not the exact path
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoint, tmp_path):
@@ -175,11 +191,12 @@ def test_ray_runner_gives_the_same_embeddings(reference_checkpoint, mixed_dir, t
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")
     local, distributed = tmp_path / "local", tmp_path / "ray"
-    embed_source(mixed_dir, local, model=str(reference_checkpoint), shard_size=3, batch_size=2)
+    fast = {"use_fast": True, "fast_decode": True}  # preprocessing options travel to the Ray tasks
+    embed_source(mixed_dir, local, model=str(reference_checkpoint), shard_size=3, batch_size=2, **fast)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         summary = embed_source(
-            mixed_dir, distributed, model=str(reference_checkpoint), shard_size=3, batch_size=2, ray=True
+            mixed_dir, distributed, model=str(reference_checkpoint), shard_size=3, batch_size=2, ray=True, **fast
         )
     finally:
         ray.shutdown()
@@ -192,6 +209,12 @@ def test_ray_runner_gives_the_same_embeddings(reference_checkpoint, mixed_dir, t
     assert sorted(vectors) == sorted(local_vectors)
     for path, vector in local_vectors.items():
         np.testing.assert_allclose(vectors[path], vector, atol=1e-5)
+    paths = sorted(local_vectors)
+    np.testing.assert_allclose(
+        np.stack([vectors[p] for p in paths]),
+        expected_embeddings(reference_checkpoint, paths, use_fast=True, draft=True),
+        atol=1e-5,
+    )
 
 
 def test_parquet_column_of_image_paths_csv_manifest_and_progress(

@@ -35,15 +35,21 @@ def require_ray() -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _processor(model: str, revision: str | None) -> Any:
+def _processor(model: str, revision: str | None, use_fast: bool = False) -> Any:
     """One processor per worker process (Ray reuses workers across tasks)."""
     from ..auto import AutoProcessor
 
-    return AutoProcessor.from_pretrained(model, **({"revision": revision} if revision else {}))
+    options = {"revision": revision} if revision else {}
+    return AutoProcessor.from_pretrained(model, **options, **({"use_fast": True} if use_fast else {}))
 
 
 def decode_images(
-    batch: dict[str, np.ndarray], model: str, revision: str | None, honor_exif: bool
+    batch: dict[str, np.ndarray],
+    model: str,
+    revision: str | None,
+    honor_exif: bool,
+    use_fast: bool = False,
+    fast_decode: bool = False,
 ) -> dict[str, np.ndarray]:
     """A Ray Data CPU task: decode and preprocess a batch of image paths. Rows that cannot be read keep their
     place with a status and an error, and the model inputs of a blank image (the actor skips them)."""
@@ -51,7 +57,9 @@ def decode_images(
 
     from ..encode import load_rgb
 
-    processor = _processor(model, revision)
+    processor = _processor(model, revision, use_fast)
+    image_processor = processor.image_processor
+    draft = image_processor.draft_size() if fast_decode and hasattr(image_processor, "draft_size") else None
     statuses, errors, images = [], [], []
     for path in batch["item"]:
         status, error, image = "ok", "", None
@@ -59,7 +67,7 @@ def decode_images(
             status, error = "unsupported", f"not an image file (suffix {os.path.splitext(path)[1] or '(none)'})"
         else:
             try:
-                image = load_rgb(path, honor_exif=honor_exif)
+                image = load_rgb(path, honor_exif=honor_exif, draft_size=draft)
             except ImageError as failure:
                 status, error = "corrupt", str(failure)
         statuses.append(status)
@@ -143,6 +151,8 @@ def run_ray(
     batch_size: int = 32,
     actors: int = 1,
     honor_exif: bool = True,
+    use_fast: bool = False,
+    fast_decode: bool = False,
     progress: Callable[[int], Any] | None = None,
 ) -> None:
     """Embed the job's pending shards on a Ray cluster (`address`: "auto", "ray://host:10001", or None for
@@ -166,7 +176,13 @@ def run_ray(
         dataset = dataset.map_batches(
             decode_images,
             batch_size=batch_size,
-            fn_kwargs={"model": model, "revision": revision, "honor_exif": honor_exif},
+            fn_kwargs={
+                "model": model,
+                "revision": revision,
+                "honor_exif": honor_exif,
+                "use_fast": use_fast,
+                "fast_decode": fast_decode,
+            },
         )
         dataset = dataset.map_batches(
             ImageEmbedder, fn_constructor_args=(model,), fn_constructor_kwargs=options, **actor_args

@@ -32,6 +32,8 @@ def embed_source(
     normalize: bool = True,
     workers: int | None = None,
     honor_exif: bool = True,
+    use_fast: bool = False,
+    fast_decode: bool = False,
     ray: bool = False,
     ray_address: str | None = None,
     ray_actors: int = 1,
@@ -42,7 +44,9 @@ def embed_source(
     `source` is a folder of images, a text file (one text per line) or a CSV/Parquet file with `column`
     (texts, or image paths with `kind="image"`). `dtype` is a name of `cli.common.DTYPES`. With `ray`, the
     work runs on Ray Data (`ray_address`: a cluster address, None for a local instance) with `ray_actors`
-    model replicas; otherwise in this process with `workers` decoding threads. Returns the job's counts.
+    model replicas; otherwise in this process with `workers` decoding threads. `use_fast` picks the batched
+    torch image processor (`SiglipImageProcessorFast`), `fast_decode` reduced-scale JPEG decoding (both
+    approximate, see the README). Returns the job's counts.
     """
     from ..auto import AutoConfig
 
@@ -77,13 +81,17 @@ def embed_source(
                 batch_size=batch_size,
                 actors=ray_actors,
                 honor_exif=honor_exif,
+                use_fast=use_fast,
+                fast_decode=fast_decode,
                 progress=update,
             )
         elif pending:
             from ..auto import AutoModel, AutoProcessor
             from ..cli.common import DTYPES
 
-            processor = AutoProcessor.from_pretrained(model, **hub)
+            processor = AutoProcessor.from_pretrained(model, **hub, **({"use_fast": True} if use_fast else {}))
+            if fast_decode and hasattr(processor.image_processor, "draft_size"):
+                processor.image_processor.fast_decode = True
             loaded = AutoModel.from_pretrained(model, dtype=DTYPES[dtype], device=device, **hub).eval()
             run_local(
                 job, loaded, processor, batch_size=batch_size, workers=workers, honor_exif=honor_exif, progress=update

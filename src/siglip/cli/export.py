@@ -142,6 +142,8 @@ def run_bulk(args: argparse.Namespace) -> int:
         normalize=not args.no_normalize,
         workers=args.workers,
         honor_exif=not args.ignore_exif,
+        use_fast=args.fast_preprocess,
+        fast_decode=args.fast_decode,
         ray=args.ray is not None,
         ray_address=args.ray or None,
         ray_actors=args.ray_actors,
