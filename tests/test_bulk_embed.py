@@ -123,6 +123,10 @@ def test_fast_preprocessing_options_reach_the_bulk_job(reference_checkpoint, mix
         got, expected_embeddings(reference_checkpoint, good, use_fast=True, draft=True), atol=1e-5
     )
     assert np.abs(got - expected_embeddings(reference_checkpoint, good)).max() > 1e-4  # not the exact path
+    with pytest.raises(InputError, match="preprocessing"):  # resuming in another mode would mix embeddings
+        embed_source(mixed_dir, out, model=str(reference_checkpoint), use_fast=True)
+    assert cli_main([*args, "--fast-decode", "--fast-preprocess"]) == 0  # same mode: resumes, nothing to do
+    assert "(1 already done)" in capsys.readouterr().out
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoint, tmp_path):

@@ -72,6 +72,7 @@ class JobSpec:
     model: str
     normalized: bool
     dim: int
+    preprocessing: str = "exact"  # "exact", or "+"-joined "fast_decode" / "use_fast" (approximate modes)
 
 
 @dataclass
@@ -115,8 +116,10 @@ class BulkJob:
         shard_size: int = 4096,
         fmt: str = "npy",
         normalize: bool = True,
+        preprocessing: str = "exact",
     ) -> BulkJob:
-        """Start a job in `out`, or resume the one there (which must have the same plan)."""
+        """Start a job in `out`, or resume the one there (which must have the same plan, preprocessing included:
+        embeddings from the exact and the approximate image paths never mix in one job)."""
         if fmt not in FORMATS:
             raise InputError(f"format must be one of {FORMATS}, got {fmt!r}")
         spec = JobSpec(
@@ -130,6 +133,7 @@ class BulkJob:
             model=str(model),
             normalized=normalize,
             dim=dim,
+            preprocessing=preprocessing,
         )
         out = Path(out)
         job_file = out / JOB_FILE
@@ -147,7 +151,17 @@ class BulkJob:
     @staticmethod
     def _check_resume(job_file: Path, planned: JobSpec) -> JobSpec:
         recorded = JobSpec(**json.loads(job_file.read_text(encoding="utf-8")))
-        for name in ("kind", "count", "fingerprint", "shard_size", "format", "model", "normalized", "dim"):
+        for name in (
+            "kind",
+            "count",
+            "fingerprint",
+            "shard_size",
+            "format",
+            "model",
+            "normalized",
+            "dim",
+            "preprocessing",
+        ):
             if getattr(recorded, name) != getattr(planned, name):
                 raise InputError(
                     f"{job_file.parent} holds a different job ({name}: {getattr(recorded, name)!r} there, "

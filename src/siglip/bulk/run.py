@@ -59,8 +59,17 @@ def embed_source(
         raise InputError(f"nothing to embed: {source} holds no items")
     hub = {"revision": revision} if revision else {}
     dim = embedding_dim(AutoConfig.from_pretrained(model, **hub), items.kind)
+    modes = [name for name, on in (("fast_decode", fast_decode), ("use_fast", use_fast)) if on]
     job = BulkJob.create(
-        out, items, source_name=str(source), model=model, dim=dim, shard_size=shard_size, fmt=fmt, normalize=normalize
+        out,
+        items,
+        source_name=str(source),
+        model=model,
+        dim=dim,
+        shard_size=shard_size,
+        fmt=fmt,
+        normalize=normalize,
+        preprocessing="+".join(modes) if modes and items.kind == "image" else "exact",
     )
     pending = job.pending()
     resumed = len(job.shards) - len(pending)
