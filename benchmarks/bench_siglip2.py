@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="small size, 1 repeat, no file written")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_siglip2.md")
+    parser.add_argument("--out", type=Path, help="also write the markdown table to this file (replacing it)")
     args = parser.parse_args()
     if args.quick:
         args.size, args.repeats, args.out = "small", 1, None
