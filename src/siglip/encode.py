@@ -63,6 +63,24 @@ def encode_texts(
     return torch.cat(chunks)
 
 
+def load_processor(model: str, *, use_fast: bool = False, fast_decode: bool = False, **hub: Any) -> Any:
+    """`AutoProcessor.from_pretrained(model, **hub)` with the approximate preprocessing options of the CLI and
+    bulk jobs: `use_fast` picks the batched torch image processor, `fast_decode` reduced-scale JPEG decoding."""
+    from .auto import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(model, **hub, **({"use_fast": True} if use_fast else {}))
+    if fast_decode and hasattr(processor.image_processor, "draft_size"):
+        processor.image_processor.fast_decode = True
+    return processor
+
+
+def draft_size(processor: Any) -> tuple[int, int] | None:
+    """The reduced JPEG decoding size when the (image) processor has `fast_decode` set, else None (exact)."""
+    image_processor = getattr(processor, "image_processor", processor)
+    fast = getattr(image_processor, "fast_decode", False) and hasattr(image_processor, "draft_size")
+    return image_processor.draft_size() if fast else None
+
+
 def iter_encoded_images(
     model: Any,
     processor: Any,
@@ -81,10 +99,7 @@ def iter_encoded_images(
     `skip_errors` are listed in `batch.failures` (embeddings None when a whole batch failed). When the image
     processor has `fast_decode` set, JPEG files are decoded at a reduced scale (`SiglipImageProcessor.draft_size`).
     """
-    image_processor = getattr(processor, "image_processor", processor)
-    fast = getattr(image_processor, "fast_decode", False) and hasattr(image_processor, "draft_size")
-    draft = image_processor.draft_size() if fast else None
-    load = partial(load_rgb, honor_exif=honor_exif, timeout=timeout, draft_size=draft)
+    load = partial(load_rgb, honor_exif=honor_exif, timeout=timeout, draft_size=draft_size(processor))
 
     def preprocess(loaded: list[Any]) -> Any:
         return processor(images=loaded, return_tensors="pt")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ImageError
+from .threads import default_workers
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
@@ -26,10 +27,6 @@ class ImageBatch:
     indices: list[int]
     inputs: Any = None
     failures: list[tuple[int, ImageError]] = field(default_factory=list)
-
-
-def default_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 def iter_image_batches(

@@ -34,7 +34,7 @@ from .batch import BatchFeature
 from .errors import ConfigError, InputError
 from .hub import HubOptions, resolve_file
 from .image_io import load_image, to_rgb
-from .threads import shared_pool
+from .threads import default_workers, shared_pool
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # Keys describing the file itself, never settings.
@@ -459,7 +459,7 @@ class SiglipImageProcessor(ImageProcessorBase):
 def map_in_threads(function: Any, items: list[Any], workers: int | None = None) -> list[Any]:
     """`[function(item) for item in items]` on a shared pool of `workers` threads (None: one per core, at most
     4). Pillow releases the GIL while decoding and resizing, so images scale over cores without processes."""
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = workers or default_workers()
     if workers <= 1 or len(items) <= 1:
         return [function(item) for item in items]
     return list(shared_pool("images", workers).map(function, items))

@@ -21,7 +21,6 @@ and is rounded and clipped to 0-255, like Pillow's 8-bit output.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -40,6 +39,7 @@ from .image_processing import (
     pil_resize,
     to_uint8_for_pil,
 )
+from .threads import default_workers
 
 # Pillow filter -> torch interpolate mode; filters missing here are resized with Pillow.
 TORCH_MODES = {
@@ -177,11 +177,11 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
             return None
         channels = shape[0]
         height, width = output_size(shape[1], shape[2], settings["size"])
-        std = _per_channel(settings["image_std"], channels)
-        scale = (settings["rescale_factor"] / std).astype(np.float32)[:, None, None]
-        shift = (-_per_channel(settings["image_mean"], channels) / std).astype(np.float32)[:, None, None]
+        mean, std, factor = _affine_terms(settings, channels)
+        scale = (factor / std).astype(np.float32)[:, None, None]
+        shift = (-mean / std).astype(np.float32)[:, None, None]
         output = np.empty((len(images), channels, height, width), dtype=np.float32)
-        workers = min(settings.get("num_workers") or min(4, os.cpu_count() or 1), len(images))
+        workers = min(settings.get("num_workers") or default_workers(), len(images))
         bounds = np.linspace(0, len(images), workers + 1).astype(int)
 
         def run(start: int, end: int) -> None:
@@ -203,10 +203,7 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
         do_rescale, do_normalize = settings["do_rescale"], settings["do_normalize"]
         if not (do_rescale or do_normalize or any(scale != 1.0 for scale in scales)):
             return tensors
-        channels = tensors[0].shape[0] if tensors else 3
-        mean = _per_channel(settings["image_mean"], channels) if do_normalize else np.zeros(channels)
-        std = _per_channel(settings["image_std"], channels) if do_normalize else np.ones(channels)
-        factor = settings["rescale_factor"] if do_rescale else 1.0
+        mean, std, factor = _affine_terms(settings, tensors[0].shape[0] if tensors else 3)
         groups: dict[tuple[tuple[int, ...], torch.device], list[int]] = {}
         for index, tensor in enumerate(tensors):
             groups.setdefault((tuple(tensor.shape), tensor.device), []).append(index)
@@ -228,6 +225,14 @@ class SiglipImageProcessorFast(SiglipImageProcessor):
             for position, index in enumerate(indices):
                 outputs[index] = result[position]
         return outputs  # type: ignore[return-value]
+
+
+def _affine_terms(settings: dict[str, Any], channels: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """(mean, std, rescale factor) of the fused rescale+normalise, neutral where a step is off."""
+    normalize = settings["do_normalize"]
+    mean = _per_channel(settings["image_mean"], channels) if normalize else np.zeros(channels)
+    std = _per_channel(settings["image_std"], channels) if normalize else np.ones(channels)
+    return mean, std, settings["rescale_factor"] if settings["do_rescale"] else 1.0
 
 
 def _per_channel(value: float | list[float], channels: int) -> np.ndarray:

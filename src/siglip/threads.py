@@ -14,6 +14,11 @@ _POOLS: dict[tuple[str, int], ThreadPoolExecutor] = {}
 os.register_at_fork(after_in_child=_POOLS.clear)
 
 
+def default_workers() -> int:
+    """Threads for decoding and preprocessing when the caller names none: one per core, at most 4."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def shared_pool(name: str, workers: int) -> ThreadPoolExecutor:
     """The pool of `workers` threads named `name` for this process (created on first use)."""
     key = (name, workers)

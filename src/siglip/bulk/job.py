@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -151,17 +151,8 @@ class BulkJob:
     @staticmethod
     def _check_resume(job_file: Path, planned: JobSpec) -> JobSpec:
         recorded = JobSpec(**json.loads(job_file.read_text(encoding="utf-8")))
-        for name in (
-            "kind",
-            "count",
-            "fingerprint",
-            "shard_size",
-            "format",
-            "model",
-            "normalized",
-            "dim",
-            "preprocessing",
-        ):
+        planned_fields = [item.name for item in fields(JobSpec) if item.name not in ("source", "manifest")]
+        for name in planned_fields:  # all but the source's name and the manifest format (the recorded one wins)
             if getattr(recorded, name) != getattr(planned, name):
                 raise InputError(
                     f"{job_file.parent} holds a different job ({name}: {getattr(recorded, name)!r} there, "

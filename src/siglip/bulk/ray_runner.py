@@ -35,12 +35,12 @@ def require_ray() -> Any:
 
 
 @functools.lru_cache(maxsize=4)
-def _processor(model: str, revision: str | None, use_fast: bool = False) -> Any:
+def _processor(model: str, revision: str | None, use_fast: bool = False, fast_decode: bool = False) -> Any:
     """One processor per worker process (Ray reuses workers across tasks)."""
-    from ..auto import AutoProcessor
+    from ..encode import load_processor
 
-    options = {"revision": revision} if revision else {}
-    return AutoProcessor.from_pretrained(model, **options, **({"use_fast": True} if use_fast else {}))
+    hub = {"revision": revision} if revision else {}
+    return load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
 
 
 def decode_images(
@@ -55,11 +55,10 @@ def decode_images(
     place with a status and an error, and the model inputs of a blank image (the actor skips them)."""
     from PIL import Image
 
-    from ..encode import load_rgb
+    from ..encode import draft_size, load_rgb
 
-    processor = _processor(model, revision, use_fast)
-    image_processor = processor.image_processor
-    draft = image_processor.draft_size() if fast_decode and hasattr(image_processor, "draft_size") else None
+    processor = _processor(model, revision, use_fast, fast_decode)
+    draft = draft_size(processor)
     statuses, errors, images = [], [], []
     for path in batch["item"]:
         status, error, image = "ok", "", None

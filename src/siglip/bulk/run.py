@@ -95,12 +95,11 @@ def embed_source(
                 progress=update,
             )
         elif pending:
-            from ..auto import AutoModel, AutoProcessor
+            from ..auto import AutoModel
             from ..cli.common import DTYPES
+            from ..encode import load_processor
 
-            processor = AutoProcessor.from_pretrained(model, **hub, **({"use_fast": True} if use_fast else {}))
-            if fast_decode and hasattr(processor.image_processor, "draft_size"):
-                processor.image_processor.fast_decode = True
+            processor = load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
             loaded = AutoModel.from_pretrained(model, dtype=DTYPES[dtype], device=device, **hub).eval()
             run_local(
                 job, loaded, processor, batch_size=batch_size, workers=workers, honor_exif=honor_exif, progress=update

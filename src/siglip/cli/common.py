@@ -43,16 +43,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model and processor `--model` names, on `--device` in `--dtype`, in eval mode."""
-    from ..auto import AutoModel, AutoProcessor
+    from ..auto import AutoModel
+    from ..encode import load_processor
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     hub = {"revision": args.revision} if args.revision else {}
-    fast = {"use_fast": True} if getattr(args, "fast_preprocess", False) else {}
-    processor = AutoProcessor.from_pretrained(args.model, **hub, **fast)
+    processor = load_processor(
+        args.model,
+        use_fast=getattr(args, "fast_preprocess", False),
+        fast_decode=getattr(args, "fast_decode", False),
+        **hub,
+    )
     model = AutoModel.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, **hub)
-    if getattr(args, "fast_decode", False) and hasattr(processor.image_processor, "fast_decode"):
-        processor.image_processor.fast_decode = True
     return model.eval(), processor
 
 

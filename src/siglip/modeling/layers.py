@@ -259,7 +259,7 @@ class SiglipMLP(nn.Module):
         rows = hidden_states.numel() // hidden_states.shape[-1]
         if rows <= MLP_ROW_BLOCK or not packed.module_cache(self.fc1).usable(hidden_states, self.fc1.weight):
             return self._rows(hidden_states, residual)
-        step = -(-rows // -(-rows // MLP_ROW_BLOCK))  # equal blocks of at most MLP_ROW_BLOCK rows
+        step = math.ceil(rows / math.ceil(rows / MLP_ROW_BLOCK))  # equal blocks of at most MLP_ROW_BLOCK rows
         flat = hidden_states.reshape(rows, -1)
         flat_residual = residual.reshape(rows, -1) if residual is not None else None
         blocks = [
