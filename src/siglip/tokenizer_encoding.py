@@ -32,9 +32,12 @@ from .errors import InputError
 from .threads import shared_pool
 from .tokenizer_batching import BatchingTokenizer, EncodedRows, flatten_rows
 from .tokenizer_canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch, canonicalize_joined
+from .tokenizer_word_cache import WordCache, learning_budget, supports_word_cache
 
 # SentencePiece's list API always starts a thread pool (~40 us); below this many jobs, encode them one by one.
 _THREADED_BATCH = 64
+# Texts of a large batch that the word cache looks up first, to tell whether it pays off for the batch.
+_PROBE = 128
 # Texts per chunk when a batch is split across worker threads.
 _CHUNK = 1024
 
@@ -49,40 +52,68 @@ class SentencePieceEncoding(BatchingTokenizer):
         # Number of pieces of the "<unk>" prefix to drop after encoding "<unk>" + segment.
         self._unk_prefix = self.unk_token.encode("utf-8")
         self._prefix_length = len(self.sp_model.encode(self.unk_token))
+        self._word_cache = None
+        if supports_word_cache(self.sp_model) and not self.sp_model_kwargs.get("enable_sampling"):
+            encode = lambda jobs: self._encode_jobs_flat(jobs, self.num_threads)  # noqa: E731
+            self._word_cache = WordCache(self.sp_model, encode, self._unk_prefix, self._prefix_length)
 
     def tokenize(self, text: str) -> list[str]:
         """The pieces of `text`, without `</s>` (what the reference's `tokenize` returns)."""
         rows, _ = self._encode_rows([text], as_pieces=True)
         return rows[0]
 
-    def _encode_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, int]:
-        """All ids of all texts (without `</s>`) in one flat array, each text's id count, and how many leading
-        prefix ids every row of at least that many still holds."""
+    def _encode_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All ids of all texts (without `</s>`) in one flat array, and where each text's ids start and how many
+        there are."""
         joined = SEPARATOR.join(texts)
         plain = joined.count(SEPARATOR) == len(texts) - 1 and not self._unk_surfaces
         if plain and self._split_pattern is not None:
             plain = self._split_pattern.search(joined) is None
         if not plain:
             rows, cut = self._encode_rows(texts)
-            return *flatten_rows(rows), cut
+            flat, sizes = flatten_rows(rows)
+            return _without_prefix(flat, sizes, cut)
+        if self._word_cache is not None and len(texts) >= _THREADED_BATCH and self._cache_pays_off(texts):
+            return self._encode_through_cache(texts)
         chunks = [texts[start : start + _CHUNK] for start in range(0, len(texts), _CHUNK)]
         if len(chunks) == 1 or self.num_threads == 1:
             parts = [self._encode_chunk(chunk, self.num_threads) for chunk in chunks]
         else:
             parts = list(shared_pool("tokenize", self.num_threads).map(self._encode_chunk, chunks))
         flat = np.concatenate([part[0] for part in parts])
-        sizes = np.concatenate([part[1] for part in parts])
-        return flat, sizes, self._prefix_length
+        return _without_prefix(flat, np.concatenate([part[1] for part in parts]), self._prefix_length)
 
-    def _encode_chunk(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Canonicalise and encode texts holding no NUL and no special token; ids flat, and sizes."""
+    def _encode_through_cache(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`_encode_ids` for a plain batch: known words from the word cache, the other captions by SentencePiece."""
+        captions = self._canonical(texts, b"")
+        flat, starts, lengths, resolved = self._word_cache.lookup(captions, learning_budget(len(captions)))
+        rest = np.flatnonzero(~resolved)
+        if len(rest):
+            jobs = [self._unk_prefix + captions[i] for i in rest.tolist()]
+            more, more_starts, more_lengths = _without_prefix(
+                *self._encode_jobs_flat(jobs, self.num_threads), self._prefix_length
+            )
+            starts[rest], lengths[rest] = more_starts + len(flat), more_lengths
+            flat = np.concatenate([flat, more])
+        return flat, starts, lengths
+
+    def _cache_pays_off(self, texts: Sequence[str]) -> bool:
+        """Ask the word cache about an even sample of `_PROBE` texts (all of a smaller batch)."""
+        step = max(1, len(texts) // _PROBE)
+        return step == 1 or self._word_cache.pays_off(self._canonical(texts[::step], b""))
+
+    def _canonical(self, texts: Sequence[str], prefix: bytes) -> list[bytes]:
+        """`prefix` + `▁` + canonical text for texts holding no NUL and no special token, in UTF-8."""
         joined = SPIECE_UNDERLINE + SEPARATOR.join(texts).replace(SPIECE_UNDERLINE, " ")
         joined = joined.replace(SEPARATOR, SEPARATOR + SPIECE_UNDERLINE)
         try:
-            jobs = canonicalize_joined(joined, self.do_lower_case, self._unk_prefix)
+            return canonicalize_joined(joined, self.do_lower_case, prefix)
         except UnicodeEncodeError:
             raise InputError("text contains unpaired surrogate characters, which are not valid Unicode.") from None
-        return self._encode_jobs_flat(jobs, threads)
+
+    def _encode_chunk(self, texts: Sequence[str], threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Canonicalise and encode texts holding no NUL and no special token; ids flat, and sizes."""
+        return self._encode_jobs_flat(self._canonical(texts, self._unk_prefix), threads)
 
     def _encode_jobs_flat(self, jobs: list[bytes], threads: int) -> tuple[np.ndarray, np.ndarray]:
         """The ids of all jobs in one flat array, and each job's id count.
@@ -189,10 +220,7 @@ class SentencePieceEncoding(BatchingTokenizer):
         self, texts: Sequence[str], truncate: bool, max_length: int | None, add_special_tokens: bool
     ) -> EncodedRows:
         """Encode, drop the prefix pieces and truncate (keeping room for `</s>`), all in numpy."""
-        flat, sizes, cut = self._encode_ids(texts)
-        cuts = np.where(sizes >= cut, cut, 0)
-        starts = np.cumsum(sizes) - sizes + cuts
-        lengths = sizes - cuts
+        flat, starts, lengths = self._encode_ids(texts)
         room = max_length - int(add_special_tokens) if truncate and max_length else None
         if room is not None:
             kept = np.minimum(lengths, max(room, 0))
@@ -200,6 +228,13 @@ class SentencePieceEncoding(BatchingTokenizer):
                 starts = starts + lengths - kept
             lengths = kept
         if not add_special_tokens:
-            return EncodedRows(flat, starts, lengths, np.zeros(len(sizes), dtype=bool))
-        last = flat[np.clip(starts + lengths - 1, 0, max(len(flat) - 1, 0))] if len(flat) else sizes
+            return EncodedRows(flat, starts, lengths, np.zeros(len(lengths), dtype=bool))
+        last = flat[np.clip(starts + lengths - 1, 0, max(len(flat) - 1, 0))] if len(flat) else lengths
         return EncodedRows(flat, starts, lengths, (lengths == 0) | (last != self.eos_token_id))
+
+
+def _without_prefix(flat: np.ndarray, sizes: np.ndarray, cut: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flat, starts, lengths) of consecutive rows of `sizes` ids, each row's first `cut` ids dropped (rows
+    shorter than that are kept whole)."""
+    cuts = np.where(sizes >= cut, cut, 0)
+    return flat, np.cumsum(sizes) - sizes + cuts, sizes - cuts
