@@ -169,3 +169,15 @@ def test_concurrent_calls_learn_and_read_consistently(vocab, monkeypatch):
     for index, ids in enumerate(expected):
         np.testing.assert_array_equal(results[index], ids)
     assert len(tokenizer._word_cache) > 50
+
+
+def test_a_tokenizer_with_a_learned_cache_pickles(vocab):
+    import pickle
+
+    tokenizer = SiglipTokenizer(vocab)
+    batch = awkward_captions(random.Random(3), 600)
+    expected = tokenizer(batch, **KWARGS)["input_ids"]
+    assert len(tokenizer._word_cache) > 0
+    copy = pickle.loads(pickle.dumps(tokenizer))
+    assert len(copy._word_cache) == len(tokenizer._word_cache)
+    np.testing.assert_array_equal(copy(batch, **KWARGS)["input_ids"], expected)

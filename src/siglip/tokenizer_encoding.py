@@ -23,6 +23,7 @@ straddle it: SentencePiece's Viterbi breaks ties between equal-scoring segmentat
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -54,7 +55,7 @@ class SentencePieceEncoding(BatchingTokenizer):
         self._prefix_length = len(self.sp_model.encode(self.unk_token))
         self._word_cache = None
         if supports_word_cache(self.sp_model) and not self.sp_model_kwargs.get("enable_sampling"):
-            encode = lambda jobs: self._encode_jobs_flat(jobs, self.num_threads)  # noqa: E731
+            encode = partial(self._encode_jobs_flat, threads=self.num_threads)
             self._word_cache = WordCache(self.sp_model, encode, self._unk_prefix, self._prefix_length)
 
     def tokenize(self, text: str) -> list[str]:

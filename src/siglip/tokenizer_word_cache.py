@@ -139,6 +139,12 @@ class WordCache:
     def __len__(self) -> int:
         return len(self._tables.rows)
 
+    def __getstate__(self) -> dict:
+        return {key: value for key, value in self.__dict__.items() if key != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
     def pays_off(self, sample: Sequence[bytes]) -> bool:
         """Whether the cache resolves enough of a sample of a batch's canonical captions to be worth a lookup of
         the batch (learning a few of the sample's words first); text of mostly unique words is faster through
@@ -242,7 +248,7 @@ def _extended(tables: _Tables, learned: list[tuple[bytes, np.ndarray]]) -> _Tabl
         return _extended(tables, [learned[i] for i in new.tolist()]) if len(new) else tables
     id_lengths = np.array([len(ids) for _, ids in learned], np.int64)
     all_keys = np.concatenate([tables.keys, keys])
-    order = np.argsort(all_keys)
+    order = np.argsort(all_keys, kind="stable")  # timsort: the cached keys are one sorted run, so near-linear
     return _Tables(
         keys=all_keys[order],
         rows=np.concatenate([tables.rows, np.arange(len(tables.rows), len(tables.rows) + len(learned))])[order],
