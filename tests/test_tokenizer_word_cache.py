@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from spm_model import sentences, train_sentencepiece_model
 
+from siglip import tokenizer_encoding
 from siglip import tokenizer_word_cache as word_cache
 from siglip.tokenizer import SiglipTokenizer
 from siglip.vocabulary import train_spiece_model
@@ -29,6 +30,14 @@ KWARGS = dict(padding="max_length", truncation=True, return_tensors="np")
 def vocab(request, tmp_path_factory):
     directory = tmp_path_factory.mktemp("spm_cache")
     return train_sentencepiece_model(directory, byte_fallback=request.param == "byte_fallback")
+
+
+@pytest.fixture
+def eager_cache(monkeypatch):
+    """The cache on every batch of 64+ texts, learning fast: what these tests exercise is its exactness."""
+    monkeypatch.setattr(tokenizer_encoding, "_CACHED_BATCH", 64)
+    monkeypatch.setattr(word_cache, "_CAPTIONS_PER_LEARNED_WORD", 4)
+    monkeypatch.setattr(word_cache, "_WORTHWHILE_FRACTION", 0.0)
 
 
 def uncached(vocab) -> SiglipTokenizer:
@@ -59,8 +68,7 @@ def awkward_captions(rng: random.Random, count: int) -> list[str]:
     return captions + ["", " ", "333 333", "a " * 30]
 
 
-def test_cached_ids_equal_sentencepiece_and_transformers(vocab, monkeypatch):
-    monkeypatch.setattr(word_cache, "_WORTHWHILE_FRACTION", 0.0)  # every batch goes through the cache
+def test_cached_ids_equal_sentencepiece_and_transformers(vocab, eager_cache):
     rng = random.Random(0)
     cached, plain = SiglipTokenizer(vocab), uncached(vocab)
     for _ in range(4):  # words met in one batch are learned, then reused in the next ones
@@ -128,8 +136,6 @@ def test_sampling_disables_the_cache(vocab):
 
 
 def test_batches_of_unseen_words_go_to_sentencepiece(vocab, monkeypatch):
-    from siglip import tokenizer_encoding
-
     tokenizer = SiglipTokenizer(vocab)
     looked_up = []
     lookup = tokenizer._word_cache.lookup
@@ -139,19 +145,24 @@ def test_batches_of_unseen_words_go_to_sentencepiece(vocab, monkeypatch):
         lambda captions, budget: looked_up.append(len(captions)) or lookup(captions, budget),
     )
     rng = random.Random(2)
-    unique = [" ".join(f"w{rng.random()}" for _ in range(6)) for _ in range(2000)]
-    sample = len(unique[:: len(unique) // tokenizer_encoding._PROBE])
-    assert tokenizer(unique, padding=True) == uncached(vocab)(unique, padding=True)
+    unique = [" ".join(f"w{rng.random()}" for _ in range(6)) for _ in range(4096)]
+    sample = len(unique[:: max(tokenizer_encoding._PROBE_STEP, len(unique) // tokenizer_encoding._PROBE)])
+    plain = uncached(vocab)
+    tokenizer(unique[: tokenizer_encoding._CACHED_BATCH - 1], padding=True)
+    assert looked_up == []  # small batches never pay for the cache
+    assert tokenizer(unique, padding=True) == plain(unique, padding=True)
     assert looked_up == [sample]  # only the sample: the batch went to SentencePiece
     words = "a photo of the cat dog train on grass near two red small bus street".split()
-    frequent = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) for _ in range(2000)]
+    frequent = [" ".join(rng.choice(words) for _ in range(rng.randint(2, 9))) for _ in range(4096)]
     looked_up.clear()
-    assert tokenizer(frequent, padding=True) == uncached(vocab)(frequent, padding=True)
+    assert tokenizer(frequent, padding=True) == plain(frequent, padding=True)
+    assert looked_up == []  # backing off: the batch after a failed sample skips the sample
+    assert tokenizer(frequent, padding=True) == plain(frequent, padding=True)
     assert looked_up == [sample, len(frequent)]  # the sample taught it the words; then the whole batch
+    assert tokenizer._word_cache.lookup(tokenizer._canonical(frequent, b""), 0)[3].all()
 
 
-def test_concurrent_calls_learn_and_read_consistently(vocab, monkeypatch):
-    monkeypatch.setattr(word_cache, "_WORTHWHILE_FRACTION", 0.0)
+def test_concurrent_calls_learn_and_read_consistently(vocab, eager_cache):
     tokenizer, plain = SiglipTokenizer(vocab), uncached(vocab)
     batches = [awkward_captions(random.Random(seed), 400) for seed in range(8)]
     expected = [plain(batch, **KWARGS)["input_ids"] for batch in batches]
@@ -171,7 +182,7 @@ def test_concurrent_calls_learn_and_read_consistently(vocab, monkeypatch):
     assert len(tokenizer._word_cache) > 50
 
 
-def test_a_tokenizer_with_a_learned_cache_pickles(vocab):
+def test_a_tokenizer_with_a_learned_cache_pickles(vocab, eager_cache):
     import pickle
 
     tokenizer = SiglipTokenizer(vocab)

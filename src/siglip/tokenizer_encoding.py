@@ -37,8 +37,13 @@ from .tokenizer_word_cache import WordCache, learning_budget, supports_word_cach
 
 # SentencePiece's list API always starts a thread pool (~40 us); below this many jobs, encode them one by one.
 _THREADED_BATCH = 64
-# Texts of a large batch that the word cache looks up first, to tell whether it pays off for the batch.
+# Batches of at least this many texts go through the word cache (smaller ones would pay more for the sample
+# and the learning than they could save).
+_CACHED_BATCH = 2048
+# Texts of such a batch that the word cache looks up first, to tell whether it pays off: at most this many and
+# one in `_PROBE_STEP`.
 _PROBE = 128
+_PROBE_STEP = 16
 # Texts per chunk when a batch is split across worker threads.
 _CHUNK = 1024
 
@@ -74,7 +79,7 @@ class SentencePieceEncoding(BatchingTokenizer):
             rows, cut = self._encode_rows(texts)
             flat, sizes = flatten_rows(rows)
             return _without_prefix(flat, sizes, cut)
-        if self._word_cache is not None and len(texts) >= _THREADED_BATCH and self._cache_pays_off(texts):
+        if self._word_cache is not None and len(texts) >= _CACHED_BATCH and self._cache_pays_off(texts):
             return self._encode_through_cache(texts)
         chunks = [texts[start : start + _CHUNK] for start in range(0, len(texts), _CHUNK)]
         if len(chunks) == 1 or self.num_threads == 1:
@@ -99,9 +104,9 @@ class SentencePieceEncoding(BatchingTokenizer):
         return flat, starts, lengths
 
     def _cache_pays_off(self, texts: Sequence[str]) -> bool:
-        """Ask the word cache about an even sample of `_PROBE` texts (all of a smaller batch)."""
-        step = max(1, len(texts) // _PROBE)
-        return step == 1 or self._word_cache.pays_off(self._canonical(texts[::step], b""))
+        """Ask the word cache about an even sample of the texts."""
+        step = max(_PROBE_STEP, len(texts) // _PROBE)
+        return self._word_cache.pays_off(lambda: self._canonical(texts[::step], b""), len(texts))
 
     def _canonical(self, texts: Sequence[str], prefix: bytes) -> list[bytes]:
         """`prefix` + `▁` + canonical text for texts holding no NUL and no special token, in UTF-8."""

@@ -25,6 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import sentencepiece as spm
@@ -32,13 +33,14 @@ import sentencepiece as spm
 MAX_CAPTION_BYTES = 1024
 MAX_WORD_BYTES = 64
 MAX_WORDS = 500_000
-# Learning a word costs 10-40 us (mostly SentencePiece's 2-best): at most one word per this many captions.
-_CAPTIONS_PER_LEARNED_WORD = 16
-_MIN_LEARNED_PER_CALL = 64
+# Learning a word costs 10-40 us (mostly SentencePiece's 2-best), encoding a caption ~2.5 us of CPU: a batch
+# learns at most one word per this many captions (~10 % more time where the words never come back).
+_CAPTIONS_PER_LEARNED_WORD = 128
 _EXAMINED_PER_LEARNED_WORD = 8
 _SEEN_ONCE_LIMIT = 200_000  # words met once and not yet learned; forgotten all at once beyond this
 # Below this fraction of captions resolved, a lookup costs more than it saves (see `pays_off`).
 _WORTHWHILE_FRACTION = 0.6
+_MAX_BACKOFF = 16
 _UNK_PENALTY = 10.0  # SentencePiece scores an unknown character as (lowest piece score - 10)
 _UNDERLINE = "▁"
 _UNDERLINE_BYTES = _UNDERLINE.encode()
@@ -107,7 +109,7 @@ def _word_keys(words8: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> n
 
 def learning_budget(batch_size: int) -> int:
     """How many new words a batch of `batch_size` captions may learn."""
-    return max(_MIN_LEARNED_PER_CALL, batch_size // _CAPTIONS_PER_LEARNED_WORD)
+    return batch_size // _CAPTIONS_PER_LEARNED_WORD
 
 
 def supports_word_cache(sp_model: spm.SentencePieceProcessor) -> bool:
@@ -135,6 +137,7 @@ class WordCache:
         self._tables = _EMPTY
         self._seen_once: set[bytes] = set()
         self._lock = threading.Lock()
+        self._skip, self._backoff = 0, 1  # batches to send straight to SentencePiece; the next back-off
 
     def __len__(self) -> int:
         return len(self._tables.rows)
@@ -145,11 +148,17 @@ class WordCache:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
-    def pays_off(self, sample: Sequence[bytes]) -> bool:
-        """Whether the cache resolves enough of a sample of a batch's canonical captions to be worth a lookup of
-        the batch (learning a few of the sample's words first); text of mostly unique words is faster through
-        SentencePiece alone."""
-        return self.lookup(sample, _MIN_LEARNED_PER_CALL)[3].mean() >= _WORTHWHILE_FRACTION
+    def pays_off(self, sample_of: Callable[[], Sequence[bytes]], batch_size: int) -> bool:
+        """Whether the cache resolves enough of a sample of a batch's canonical captions (`sample_of()`) to be
+        worth a lookup of the batch, learning the batch's share of the sample's words first. Text of mostly unique
+        words is faster through SentencePiece alone; after such a sample the next 1, 2, 4 ... `_MAX_BACKOFF`
+        batches skip the sample too."""
+        if self._skip:
+            self._skip -= 1
+            return False
+        worth = self.lookup(sample_of(), learning_budget(batch_size))[3].mean() >= _WORTHWHILE_FRACTION
+        self._skip, self._backoff = (0, 1) if worth else (self._backoff, min(2 * self._backoff, _MAX_BACKOFF))
+        return worth
 
     def lookup(self, captions: Sequence[bytes], budget: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Resolve canonical captions (each `▁` + canonical text), learning up to `budget` new words first.
@@ -201,23 +210,22 @@ class WordCache:
             seen_once.difference_update(word for word, _ in learned)
         return True
 
-    def _segment(self, words: list[bytes]) -> list[tuple[bytes, np.ndarray]]:
+    def _segment(self, words: list[bytes]) -> list[tuple[bytes, list[int]]]:
         """The ids of each word whose segmentation cannot depend on its context, as the reference encodes it."""
         flat, sizes = self._encode_jobs([self._prefix + word for word in words])
-        ends = np.cumsum(sizes)
-        unk, cut = self._sp_model.unk_id(), self._prefix_length
+        ids_of_all, ends = flat.tolist(), np.cumsum(sizes).tolist()
+        unk, cut, sentencepiece = self._sp_model.unk_id(), self._prefix_length, self._sp_model
         learned = []
-        for word, end, size in zip(words, ends.tolist(), sizes.tolist()):
-            ids = flat[end - size + cut : end]
+        for word, end, size in zip(words, ends, sizes.tolist()):
+            ids = ids_of_all[end - size + cut : end]
             text = word.decode("utf-8")
-            if size <= cut or (ids == unk).any() or self._sp_model.normalize(text) != _UNDERLINE + text:
+            if not ids or unk in ids or sentencepiece.normalize(text) != _UNDERLINE + text:
                 continue
-            best = self._sp_model.nbest_encode(text, nbest_size=2, return_type="proto").nbests
-            if [piece.id for piece in best[0].pieces] != ids.tolist():
-                continue
+            best = sentencepiece.nbest_encode(text, nbest_size=2, return_type="proto").nbests
             if len(best) > 1 and best[0].score - best[1].score <= 2 * (len(word) + 2) * self._ulp:
                 continue
-            learned.append((word, ids.copy()))
+            if [piece.id for piece in best[0].pieces] == ids:
+                learned.append((word, ids))
         return learned
 
 
@@ -236,7 +244,7 @@ def _find(tables: _Tables, words8: np.ndarray, starts: np.ndarray, lengths: np.n
     return rows
 
 
-def _extended(tables: _Tables, learned: list[tuple[bytes, np.ndarray]]) -> _Tables:
+def _extended(tables: _Tables, learned: list[tuple[bytes, list[int]]]) -> _Tables:
     """`tables` plus the learned words (a word whose key is already taken is left out)."""
     text = b"".join(word for word, _ in learned)
     text_lengths = np.array([len(word) for word, _ in learned], np.int64)
@@ -256,7 +264,7 @@ def _extended(tables: _Tables, learned: list[tuple[bytes, np.ndarray]]) -> _Tabl
         text8=_as_words(tables.text + text),
         text_starts=np.concatenate([tables.text_starts, len(tables.text) + text_starts]),
         text_lengths=np.concatenate([tables.text_lengths, text_lengths]),
-        ids=np.concatenate([tables.ids, *(ids for _, ids in learned)]),
+        ids=np.concatenate([tables.ids, np.fromiter(chain.from_iterable(ids for _, ids in learned), np.int64)]),
         id_starts=np.concatenate([tables.id_starts, len(tables.ids) + np.cumsum(id_lengths) - id_lengths]),
         id_lengths=np.concatenate([tables.id_lengths, id_lengths]),
     )
