@@ -18,6 +18,8 @@ here), ids come back as one int32 buffer per text instead of Python int lists. T
 operations on the whole batch (`tokenizer_batching`). The `"<unk>"` prefix stays even where no piece could
 straddle it: SentencePiece's Viterbi breaks ties between equal-scoring segmentations (e.g. "3"+"33" vs
 "33"+"3") by floating-point sums that the prefix's score changes, so dropping it changes a few ids.
+Batches of `_CACHED_BATCH` texts or more first go through the per-word id cache (`tokenizer_word_cache`), when a
+sample shows that it resolves most captions; the captions it cannot resolve take the path above.
 """
 
 from __future__ import annotations

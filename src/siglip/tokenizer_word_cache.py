@@ -15,7 +15,8 @@ ruled out before a word is cached:
   before it; a word is cached only if SentencePiece's normaliser leaves it unchanged.
 
 Words with an unknown piece, longer than `MAX_WORD_BYTES`, or seen only once so far are not learned (a word costs
-10-40 us to learn, well under 0.1 us to look up). The cache keeps at most `MAX_WORDS` words per tokenizer.
+~20 us to learn, well under 0.1 us to look up). The cache keeps at most `MAX_WORDS` words per tokenizer. Text of
+mostly unique words gains nothing from it: `pays_off` tells from a sample and backs off.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import sentencepiece as spm
 MAX_CAPTION_BYTES = 1024
 MAX_WORD_BYTES = 64
 MAX_WORDS = 500_000
-# Learning a word costs 10-40 us (mostly SentencePiece's 2-best), encoding a caption ~2.5 us of CPU: a batch
+# Learning a word costs ~20 us (mostly SentencePiece's 2-best), encoding a caption ~2.5 us of CPU: a batch
 # learns at most one word per this many captions (~10 % more time where the words never come back).
 _CAPTIONS_PER_LEARNED_WORD = 128
 _EXAMINED_PER_LEARNED_WORD = 8
