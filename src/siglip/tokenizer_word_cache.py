@@ -132,8 +132,8 @@ class WordCache:
     ) -> None:
         self._sp_model, self._encode_jobs = sp_model, encode_jobs
         self._prefix, self._prefix_length = prefix + _UNDERLINE_BYTES, prefix_length
-        lowest = min(sp_model.GetScore(i) for i in range(sp_model.GetPieceSize()))
-        largest_sum = (MAX_CAPTION_BYTES + len(self._prefix) + 8) * (abs(lowest) + _UNK_PENALTY)
+        largest_score = max(abs(sp_model.GetScore(i)) for i in range(sp_model.GetPieceSize())) + _UNK_PENALTY
+        largest_sum = (MAX_CAPTION_BYTES + len(self._prefix) + 8) * largest_score  # bounds every path's score
         self._ulp = 2.0 ** (math.floor(math.log2(largest_sum)) - 23)  # float32 spacing at the largest path score
         self._tables = _EMPTY
         self._seen_once: set[bytes] = set()
