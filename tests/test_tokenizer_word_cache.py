@@ -92,6 +92,12 @@ def test_words_whose_ids_could_depend_on_context_are_not_learned(vocab):
     assert set(learned) == {b"the", b"photo"}
     too_long = b"x" * (word_cache.MAX_WORD_BYTES + 1)
     assert not cache._learn([too_long] * 3, budget=10) and len(cache) == 0
+    tried = []
+    segment = cache._segment
+    cache._segment = lambda words: tried.append(list(words)) or segment(words)
+    assert not cache._learn([b"333"] * 5, budget=10)  # refused once ...
+    assert cache._learn([b"333"] * 5 + [b"cat"] * 2, budget=1)  # ... then never a candidate again
+    assert tried == [[b"333"], [b"cat"]] and len(cache) == 1
     sentencepiece = SiglipTokenizer(vocab).sp_model
     best = sentencepiece.nbest_encode("333", nbest_size=2, return_type="proto").nbests
     assert best[0].score == best[1].score  # "333" really is a tie in this model

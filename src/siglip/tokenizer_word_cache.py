@@ -38,7 +38,7 @@ MAX_WORDS = 500_000
 # learns at most one word per this many captions (~10 % more time where the words never come back).
 _CAPTIONS_PER_LEARNED_WORD = 128
 _EXAMINED_PER_LEARNED_WORD = 8
-_SEEN_ONCE_LIMIT = 200_000  # words met once and not yet learned; forgotten all at once beyond this
+_SEEN_ONCE_LIMIT = 200_000  # words met once (or refused) and not learned; forgotten all at once beyond this
 # Below this fraction of captions resolved, a lookup costs more than it saves (see `pays_off`).
 _WORTHWHILE_FRACTION = 0.6
 _MAX_BACKOFF = 16
@@ -137,6 +137,7 @@ class WordCache:
         self._ulp = 2.0 ** (math.floor(math.log2(largest_sum)) - 23)  # float32 spacing at the largest path score
         self._tables = _EMPTY
         self._seen_once: set[bytes] = set()
+        self._refused: set[bytes] = set()  # words `_segment` turned down: not tried again
         self._lock = threading.Lock()
         self._skip, self._backoff = 0, 1  # batches to send straight to SentencePiece; the next back-off
 
@@ -197,13 +198,18 @@ class WordCache:
         if len(self) >= MAX_WORDS:
             return False
         counts = Counter(missing)
-        seen_once = self._seen_once
-        candidates = [w for w, n in counts.most_common() if (n > 1 or w in seen_once) and 0 < len(w) <= MAX_WORD_BYTES]
-        candidates = candidates[:budget]
-        if len(seen_once) > _SEEN_ONCE_LIMIT:
-            seen_once.clear()
+        seen_once, refused = self._seen_once, self._refused
+        candidates = [
+            word
+            for word, n in counts.most_common()
+            if (n > 1 or word in seen_once) and 0 < len(word) <= MAX_WORD_BYTES and word not in refused
+        ][:budget]
+        for remembered in (seen_once, refused):
+            if len(remembered) > _SEEN_ONCE_LIMIT:
+                remembered.clear()
         seen_once.update(w for w, n in counts.items() if n == 1)
         learned = self._segment(candidates) if candidates else []
+        refused.update(set(candidates).difference(word for word, _ in learned))
         if not learned:
             return False
         with self._lock:
