@@ -42,8 +42,8 @@ from PIL import Image
 from summary import record
 
 from siglip import SiglipVisionConfig, SiglipVisionModel
-from siglip.image_processing import SiglipImageProcessor, map_in_threads
-from siglip.image_processing_fast import SiglipImageProcessorFast
+from siglip.image.processing import SiglipImageProcessor, map_in_threads
+from siglip.image.processing_fast import SiglipImageProcessorFast
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg"]

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from spm_model import pseudo_word, sentences, train_sentencepiece_model  # noqa: E402
 from summary import record  # noqa: E402
 
-from siglip.tokenizer import SiglipTokenizer  # noqa: E402
+from siglip.text.tokenizer import SiglipTokenizer  # noqa: E402
 
 NOUNS = "man woman boy girl dog cat horse bird train bus truck car plate pizza table kite surfboard skateboard".split()
 VERBS = "sitting on|standing next to|riding|holding|looking at|eating|walking down|flying over|parked near".split("|")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from siglip.vocabulary import train_spiece_model
+from siglip.text.vocabulary import train_spiece_model
 
 WORDS = (
     "a photo of the cat dog two three bird car man woman child red blue green small large sitting on in with "

@@ -123,7 +123,7 @@ def test_embed_images_npy_and_parquet(reference_checkpoint, image_dir, tmp_path)
 
     model = siglip.AutoModel.from_pretrained(reference_checkpoint)
     processor = siglip.AutoProcessor.from_pretrained(reference_checkpoint)
-    from siglip.image_io import load_image
+    from siglip.image.loading import load_image
 
     pixels = processor(images=[load_image(p) for p in listing["inputs"]], return_tensors="pt").pixel_values
     with torch.no_grad():

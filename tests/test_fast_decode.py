@@ -16,9 +16,9 @@ from PIL import Image
 import siglip
 from siglip import SiglipVisionConfig, SiglipVisionModel
 from siglip.encode import iter_encoded_images
-from siglip.image_io import load_image
-from siglip.image_processing import SiglipImageProcessor
-from siglip.image_processing_fast import SiglipImageProcessorFast
+from siglip.image.loading import load_image
+from siglip.image.processing import SiglipImageProcessor
+from siglip.image.processing_fast import SiglipImageProcessorFast
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg"]
 

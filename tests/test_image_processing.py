@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from siglip.errors import ImageError, InputError
-from siglip.image_io import load_image, to_rgb
-from siglip.image_processing import SiglipImageProcessor
-from siglip.image_processing_fast import SiglipImageProcessorFast
+from siglip.image.loading import load_image, to_rgb
+from siglip.image.processing import SiglipImageProcessor
+from siglip.image.processing_fast import SiglipImageProcessorFast
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -209,7 +209,7 @@ def test_fast_threaded_batch_equals_general_path(workers, monkeypatch):
 
 def test_fast_reduces_large_images_first(exact, fast, monkeypatch):
     """Images >= 4x the output on both sides are box-reduced by an exact divisor before the torch resize."""
-    from siglip.image_processing_fast import reduction_factor
+    from siglip.image.processing_fast import reduction_factor
 
     assert reduction_factor(4000, 3000, 224, 224) == 2  # 3 would leave partial blocks: 4000 % 3 != 0
     assert reduction_factor(4032, 3024, 224, 224) == 3

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from siglip.batch import BatchFeature
-from siglip.image_processing_siglip2 import (
+from siglip.image.processing_siglip2 import (
     Siglip2ImageProcessor,
     Siglip2ImageProcessorFast,
     get_image_size_for_max_num_patches,

@@ -19,7 +19,7 @@ from spm_model import sentences, train_sentencepiece_model
 
 from siglip.errors import InputError
 from siglip.hub import store_in_cache
-from siglip.tokenizer import SiglipTokenizer, canonicalize_text
+from siglip.text.tokenizer import SiglipTokenizer, canonicalize_text
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("google.protobuf", reason="transformers' SiglipTokenizer needs protobuf")
@@ -328,7 +328,7 @@ def test_bad_options_raise_typed_error(vocab):
 
 def test_buffer_encoding_equals_list_encoding(any_vocab, monkeypatch):
     """SentencePiece's int32-buffer batch API (used when present) gives the same ids as its list API."""
-    from siglip import tokenizer_encoding
+    from siglip.text import encoding as tokenizer_encoding
 
     texts = [text for text in SHORT if "\x00" not in text] + sentences(300, seed=5)
     tokenizer = SiglipTokenizer(any_vocab)

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
 from siglip.batch import BatchFeature
 from siglip.errors import InputError
-from siglip.tokenizer_gemma import GemmaTokenizer, Siglip2Tokenizer
+from siglip.text.gemma import GemmaTokenizer, Siglip2Tokenizer
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,4 +1,4 @@
-"""The per-word id cache in front of SentencePiece (`siglip.tokenizer_word_cache`): exact, or not used.
+"""The per-word id cache in front of SentencePiece (`siglip.text.word_cache`): exact, or not used.
 
 The cache-free path is itself tested against transformers in test_tokenizer.py; here every cached result is
 compared with it (and with transformers once), on batches built so that words get learned and reused, with the
@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from spm_model import sentences, train_sentencepiece_model
 
-from siglip import tokenizer_encoding
-from siglip import tokenizer_word_cache as word_cache
-from siglip.tokenizer import SiglipTokenizer
-from siglip.vocabulary import train_spiece_model
+from siglip.text import encoding as tokenizer_encoding
+from siglip.text import word_cache
+from siglip.text.tokenizer import SiglipTokenizer
+from siglip.text.vocabulary import train_spiece_model
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("google.protobuf", reason="transformers' SiglipTokenizer needs protobuf")

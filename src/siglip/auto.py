@@ -32,19 +32,19 @@ IMAGE_CLASSIFICATION_CLASSES = {
 }
 # Class names written in tokenizer_config.json / preprocessor_config.json / processor_config.json.
 TOKENIZER_CLASSES = {
-    "SiglipTokenizer": "siglip.tokenizer:SiglipTokenizer",
-    "GemmaTokenizer": "siglip.tokenizer_gemma:GemmaTokenizer",
-    "GemmaTokenizerFast": "siglip.tokenizer_gemma:GemmaTokenizer",
-    "Siglip2Tokenizer": "siglip.tokenizer_gemma:Siglip2Tokenizer",
-    "Siglip2TokenizerFast": "siglip.tokenizer_gemma:Siglip2Tokenizer",
+    "SiglipTokenizer": "siglip.text.tokenizer:SiglipTokenizer",
+    "GemmaTokenizer": "siglip.text.gemma:GemmaTokenizer",
+    "GemmaTokenizerFast": "siglip.text.gemma:GemmaTokenizer",
+    "Siglip2Tokenizer": "siglip.text.gemma:Siglip2Tokenizer",
+    "Siglip2TokenizerFast": "siglip.text.gemma:Siglip2Tokenizer",
 }
 IMAGE_PROCESSOR_CLASSES = {
-    "SiglipImageProcessor": "siglip.image_processing:SiglipImageProcessor",
-    "SiglipImageProcessorPil": "siglip.image_processing:SiglipImageProcessor",
-    "SiglipImageProcessorFast": "siglip.image_processing_fast:SiglipImageProcessorFast",
-    "Siglip2ImageProcessor": "siglip.image_processing_siglip2:Siglip2ImageProcessor",
-    "Siglip2ImageProcessorPil": "siglip.image_processing_siglip2:Siglip2ImageProcessor",
-    "Siglip2ImageProcessorFast": "siglip.image_processing_siglip2:Siglip2ImageProcessorFast",
+    "SiglipImageProcessor": "siglip.image.processing:SiglipImageProcessor",
+    "SiglipImageProcessorPil": "siglip.image.processing:SiglipImageProcessor",
+    "SiglipImageProcessorFast": "siglip.image.processing_fast:SiglipImageProcessorFast",
+    "Siglip2ImageProcessor": "siglip.image.processing_siglip2:Siglip2ImageProcessor",
+    "Siglip2ImageProcessorPil": "siglip.image.processing_siglip2:Siglip2ImageProcessor",
+    "Siglip2ImageProcessorFast": "siglip.image.processing_siglip2:Siglip2ImageProcessorFast",
 }
 PROCESSOR_CLASSES = {
     "siglip": "siglip.processor:SiglipProcessor",

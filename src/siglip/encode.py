@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from .image_batches import ImageBatch, iter_image_batches
-from .image_io import load_image
+from .image.batches import ImageBatch, iter_image_batches
+from .image.loading import load_image
 from .modeling.model import l2_normalize
 
 
@@ -18,7 +18,7 @@ def load_rgb(
 ) -> Any:
     """An image as the reference pipeline reads one: decoded, EXIF orientation applied, converted to RGB
     with Pillow (an alpha band is dropped, not composited). `honor_exif=False` keeps the stored orientation;
-    `draft_size` decodes JPEGs approximately at a reduced scale (`image_io.load_image`)."""
+    `draft_size` decodes JPEGs approximately at a reduced scale (`image.loading.load_image`)."""
     options = {"timeout": timeout} if timeout else {}
     image = load_image(source, honor_exif=honor_exif, draft_size=draft_size, **options)
     return image if image.mode == "RGB" else image.convert("RGB")

@@ -18,7 +18,7 @@ import torch
 
 from .encode import encode_texts, iter_encoded_images
 from .errors import ImageError, InputError
-from .image_batches import ImageBatch
+from .image.batches import ImageBatch
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
 TASKS = ("zero-shot-image-classification",)
@@ -191,7 +191,7 @@ def pipeline(
 ) -> ZeroShotImageClassificationPipeline:
     """Build a task pipeline from a Hub id, a local folder or a loaded model (`processor=` then required).
 
-    `fast_decode=True` decodes JPEG files at a reduced scale (faster, approximate; see `image_io.load_image`)."""
+    `fast_decode=True` decodes JPEG files at a reduced scale (faster, approximate; see `image.loading.load_image`)."""
     if task not in TASKS:
         raise InputError(f"task {task!r} is not supported; siglip provides {TASKS}.")
     if model is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from ..image_batches import IMAGE_SUFFIXES
+from ..image.batches import IMAGE_SUFFIXES
 
 TABLE_SUFFIXES = (".csv", ".parquet")
 

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import ImageError, InputError
-from ..image_batches import expand_image_paths
+from ..image.batches import expand_image_paths
 from ..zero_shot import DEFAULT_TEMPLATE, ZeroShotImageClassificationPipeline, rank_labels
 from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..encode import encode_texts, iter_encoded_images
 from ..errors import DependencyError, InputError
-from ..image_batches import expand_image_paths
+from ..image.batches import expand_image_paths
 from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
 
 FORMATS = (".npy", ".parquet")

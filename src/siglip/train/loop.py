@@ -98,7 +98,7 @@ def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
             f"{model_config.text_config.vocab_size}; raise vocab_size in {config.config}."
         )
     side = model_config.vision_config.image_size
-    from ..image_processing import SiglipImageProcessor
+    from ..image.processing import SiglipImageProcessor
 
     return model, _ids_only(SiglipProcessor(SiglipImageProcessor(size={"height": side, "width": side}), tokenizer))
 
@@ -113,7 +113,7 @@ def _ids_only(processor: Any) -> Any:
 
 
 def _load_tokenizer(path: str, max_length: int) -> Any:
-    from ..tokenizer import SiglipTokenizer
+    from ..text.tokenizer import SiglipTokenizer
 
     if Path(path).is_dir():
         from ..auto import AutoTokenizer

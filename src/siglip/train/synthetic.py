@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
-from ..vocabulary import train_spiece_model
+from ..text.vocabulary import train_spiece_model
 
 # Six shapes that stay distinct at 32 px (hexagon and diamond, tried first, blur into circle and square there).
 SHAPES = ("circle", "square", "triangle", "star", "cross", "heart")

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .batch import BatchFeature
-from .errors import InputError
-from .image_processing import (
+from ..batch import BatchFeature
+from ..errors import InputError
+from ..threads import default_workers
+from .processing import (
     ImageProcessorBase,
     SiglipImageProcessor,
     map_in_threads,
@@ -39,7 +40,6 @@ from .image_processing import (
     pil_resize,
     to_uint8_for_pil,
 )
-from .threads import default_workers
 
 # Pillow filter -> torch interpolate mode; filters missing here are resized with Pillow.
 TORCH_MODES = {

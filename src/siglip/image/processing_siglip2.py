@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .batch import BatchFeature
-from .errors import InputError
-from .image_processing import ImageProcessorBase, normalize, pil_resize
+from ..batch import BatchFeature
+from ..errors import InputError
+from .processing import ImageProcessorBase, normalize, pil_resize
 
 
 def get_image_size_for_max_num_patches(
@@ -119,7 +119,7 @@ class Siglip2ImageProcessor(ImageProcessorBase):
         do_normalize / image_mean / image_std: (x - mean) / std per channel in float32 (0.5 / 0.5).
         do_convert_rgb: convert to RGB first (True). The reference leaves images as they are, so it rejects
             grayscale (1 channel against a 3-value mean) and RGBA input; here grayscale is repeated to three
-            channels and transparency composited onto white (`image_io.to_rgb`), which is what the reference
+            channels and transparency composited onto white (`image.loading.to_rgb`), which is what the reference
             gives for `image.convert("RGB")` / an alpha-composited image. Set False to keep the reference's
             behaviour (then such images raise `InputError`).
 

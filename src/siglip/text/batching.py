@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from .batch import TENSOR_TYPES, BatchFeature
-from .errors import InputError
+from ..batch import TENSOR_TYPES, BatchFeature
+from ..errors import InputError
 
 LARGE_INTEGER = int(1e20)  # the reference's threshold above which model_max_length means "no limit"
 PADDING = {True: "longest", False: "do_not_pad", None: "do_not_pad", "longest": "longest"}

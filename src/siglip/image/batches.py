@@ -14,8 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import ImageError
-from .threads import default_workers
+from ..errors import ImageError
+from ..threads import default_workers
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
@@ -41,7 +41,7 @@ def iter_image_batches(
 ) -> Iterator[ImageBatch]:
     """Yield `ImageBatch`es in input order while the next `prefetch` batches are decoded in the background.
 
-    `load(source)` turns a source (PIL image, path, URL) into a PIL image (default: `image_io.load_image`);
+    `load(source)` turns a source (PIL image, path, URL) into a PIL image (default: `image.loading.load_image`);
     `preprocess(list_of_images)` turns the loaded images into model inputs. An `ImageError` from `load` stops
     the iteration (raised here, naming the file) unless `skip_errors`, in which case it is reported in
     `ImageBatch.failures` and the batch holds the other images (`inputs` is None when none were readable).
@@ -49,7 +49,7 @@ def iter_image_batches(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if load is None:
-        from .image_io import load_image as load
+        from .loading import load_image as load
     starts = range(0, len(sources), batch_size)
 
     def prepare(start: int) -> ImageBatch:

@@ -1,8 +1,8 @@
 """SigLIP's SentencePiece tokenizer: canonicalise, encode, append `</s>`, pad with `</s>`.
 
 The ids are the reference's (transformers' slow `SiglipTokenizer`) for every input. The module is split by
-concern: `tokenizer_canonical` (big_vision's text canonicalisation, batched), `tokenizer_encoding` (text ->
-SentencePiece ids with the reference's quirks, threaded), `tokenizer_batching` (truncation, padding and output
+concern: `text.canonical` (big_vision's text canonicalisation, batched), `text.encoding` (text ->
+SentencePiece ids with the reference's quirks, threaded), `text.batching` (truncation, padding and output
 types, shared with the Gemma tokenizer); this file holds the class, its vocabulary, decoding and files.
 """
 
@@ -20,10 +20,10 @@ from typing import Any, ClassVar
 import numpy as np
 import sentencepiece as spm
 
-from .errors import InputError
-from .hub import HubOptions, resolve_file
-from .tokenizer_canonical import SPIECE_UNDERLINE, canonicalize_batch, canonicalize_text
-from .tokenizer_encoding import SentencePieceEncoding
+from ..errors import InputError
+from ..hub import HubOptions, resolve_file
+from .canonical import SPIECE_UNDERLINE, canonicalize_batch, canonicalize_text
+from .encoding import SentencePieceEncoding
 
 __all__ = ["SPIECE_UNDERLINE", "SiglipTokenizer", "canonicalize_batch", "canonicalize_text"]
 

@@ -9,8 +9,8 @@ normalise with mean = std = 0.5. Its quirks are kept on purpose, because they de
   resize; float arrays holding integer values (0.0, 1.0, 17.0, ...) are taken as 0-255 and not rescaled;
 - an int ``size`` means ``{"shortest_edge": size}`` (aspect kept), like the reference's `default_to_square=False`;
 - file paths and URLs handed to the processor are loaded the reference's way: EXIF orientation applied and a
-  plain ``convert("RGB")`` (alpha dropped, not composited). PIL images, e.g. from `image_io.load_image`, keep
-  their mode until `image_io.to_rgb` composites transparency onto white.
+  plain ``convert("RGB")`` (alpha dropped, not composited). PIL images, e.g. from `image.loading.load_image`, keep
+  their mode until `image.loading.to_rgb` composites transparency onto white.
 
 The base class holds what every image processor shares (settings, overrides, input flattening, RGB
 conversion, output size, output packing, save/load), so the batched `SiglipImageProcessorFast` and the SigLIP2
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .batch import BatchFeature
-from .errors import ConfigError, InputError
-from .hub import HubOptions, resolve_file
-from .image_io import load_image, to_rgb
-from .threads import default_workers, shared_pool
+from ..batch import BatchFeature
+from ..errors import ConfigError, InputError
+from ..hub import HubOptions, resolve_file
+from ..threads import default_workers, shared_pool
+from .loading import load_image, to_rgb
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # Keys describing the file itself, never settings.
@@ -266,7 +266,7 @@ class ImageProcessorBase:
     def fetch_image(self, image: Any, draft_size: tuple[int, int] | None = None) -> Any:
         """Paths and URLs -> PIL images the reference's way (EXIF applied, plain RGB convert); others unchanged.
 
-        `draft_size` turns on approximate JPEG decoding at a reduced scale (see `image_io.load_image`)."""
+        `draft_size` turns on approximate JPEG decoding at a reduced scale (see `image.loading.load_image`)."""
         if isinstance(image, (str, os.PathLike)):
             image = load_image(image, honor_exif=True, draft_size=draft_size)
             return image if image.mode == "RGB" else image.convert("RGB")

@@ -24,9 +24,9 @@ from typing import Any, ClassVar
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .errors import InputError
-from .hub import HubOptions, resolve_file
-from .tokenizer_batching import BatchingTokenizer, EncodedRows
+from ..errors import InputError
+from ..hub import HubOptions, resolve_file
+from .batching import BatchingTokenizer, EncodedRows
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" model_max_length
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -286,7 +286,7 @@ class GemmaTokenizer(BatchingTokenizer):
     # ------------------------------------------------------------------ encode / decode
     def _rows(self, texts: list[str], truncate: bool, max_length: int | None, add_special_tokens: bool) -> EncodedRows:
         """The backend's ids (its post-processor adds `<eos>`; its truncation keeps room for it); padding is shared
-        with SiglipTokenizer (`tokenizer_batching.BatchingTokenizer.__call__`)."""
+        with SiglipTokenizer (`text.batching.BatchingTokenizer.__call__`)."""
         backend = self._backend
         if truncate and max_length is not None:
             backend.enable_truncation(max_length, strategy="longest_first", direction=self.truncation_side)

@@ -15,10 +15,10 @@ Speed. In the common case (no special token anywhere in the batch) the batch is 
 threads canonicalise (holding the GIL) and encode (SentencePiece releases it), so the Python work of one chunk
 overlaps the encoding of another on the other core. Where SentencePiece offers it (its pybind11 builds, 0.2.3
 here), ids come back as one int32 buffer per text instead of Python int lists. Truncation, `</s>` and padding are numpy
-operations on the whole batch (`tokenizer_batching`). The `"<unk>"` prefix stays even where no piece could
+operations on the whole batch (`text.batching`). The `"<unk>"` prefix stays even where no piece could
 straddle it: SentencePiece's Viterbi breaks ties between equal-scoring segmentations (e.g. "3"+"33" vs
 "33"+"3") by floating-point sums that the prefix's score changes, so dropping it changes a few ids.
-Batches of `_CACHED_BATCH` texts or more first go through the per-word id cache (`tokenizer_word_cache`), when a
+Batches of `_CACHED_BATCH` texts or more first go through the per-word id cache (`text.word_cache`), when a
 sample shows that it resolves most captions; the captions it cannot resolve take the path above.
 """
 
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
-from .errors import InputError
-from .threads import shared_pool
-from .tokenizer_batching import BatchingTokenizer, EncodedRows, flatten_rows
-from .tokenizer_canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch, canonicalize_joined
-from .tokenizer_word_cache import WordCache, learning_budget, supports_word_cache
+from ..errors import InputError
+from ..threads import shared_pool
+from .batching import BatchingTokenizer, EncodedRows, flatten_rows
+from .canonical import SEPARATOR, SPIECE_UNDERLINE, canonicalize_batch, canonicalize_joined
+from .word_cache import WordCache, learning_budget, supports_word_cache
 
 # SentencePiece's list API always starts a thread pool (~40 us); below this many jobs, encode them one by one.
 _THREADED_BATCH = 64

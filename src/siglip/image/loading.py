@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from ..errors import ImageError
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # URL downloads larger than this are refused
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
