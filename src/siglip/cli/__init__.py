@@ -10,10 +10,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import classify, export, index, search, train
+from . import classify, embed, index, search, train
 from .common import run_reporting_errors
 
-COMMANDS = (classify, export, search, index, train)
+COMMANDS = (classify, embed, search, index, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
