@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo
+.PHONY: install test lint demo browser
 install: $(BIN)/.installed
 
 test: install
@@ -22,3 +22,8 @@ lint: install
 
 demo: install
 	$(BIN)/python examples/demo.py
+
+# Headless Chromium + chromedriver for tests/test_serve_browser.py (Debian packages; needs root, as on CI).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
