@@ -1,14 +1,5 @@
 """siglip: SigLIP and SigLIP2 image/text encoders, Hub-compatible with transformers, written from scratch."""
 
-from .config import (
-    PretrainedConfig,
-    Siglip2Config,
-    Siglip2TextConfig,
-    Siglip2VisionConfig,
-    SiglipConfig,
-    SiglipTextConfig,
-    SiglipVisionConfig,
-)
 from .errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -19,22 +10,28 @@ from .errors import (
     SiglipError,
     UnsafeCheckpointError,
 )
-from .modeling import (
-    BaseModelOutputWithPooling,
-    ImageClassifierOutput,
-    ModelOutput,
-    SiglipForImageClassification,
-    SiglipModel,
-    SiglipOutput,
-    SiglipPreTrainedModel,
-    SiglipTextModel,
-    SiglipVisionModel,
-)
 
 __version__ = "0.1.0"
 
-# Preprocessing, Auto classes and the pipeline are imported on first use, so `import siglip` stays light.
+# Everything but the errors is imported on first use, so `import siglip` (and `siglip --help`) stays light:
+# torch is imported by the first model, processor or config name a program touches.
 _LAZY = {
+    "PretrainedConfig": "config",
+    "Siglip2Config": "config",
+    "Siglip2TextConfig": "config",
+    "Siglip2VisionConfig": "config",
+    "SiglipConfig": "config",
+    "SiglipTextConfig": "config",
+    "SiglipVisionConfig": "config",
+    "BaseModelOutputWithPooling": "modeling",
+    "ImageClassifierOutput": "modeling",
+    "ModelOutput": "modeling",
+    "SiglipForImageClassification": "modeling",
+    "SiglipModel": "modeling",
+    "SiglipOutput": "modeling",
+    "SiglipPreTrainedModel": "modeling",
+    "SiglipTextModel": "modeling",
+    "SiglipVisionModel": "modeling",
     "AutoConfig": "auto",
     "AutoImageProcessor": "auto",
     "AutoModel": "auto",
@@ -70,6 +67,12 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
+    if not name.startswith("_"):  # `siglip.modeling`, `siglip.config`, ... after a bare `import siglip`
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'siglip' has no attribute {name!r}")
 
 
@@ -79,28 +82,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     *_LAZY,
-    "BaseModelOutputWithPooling",
     "CheckpointError",
     "CheckpointNotFoundError",
     "ConfigError",
     "DependencyError",
-    "ImageClassifierOutput",
     "ImageError",
     "InputError",
-    "ModelOutput",
-    "PretrainedConfig",
-    "Siglip2Config",
-    "Siglip2TextConfig",
-    "Siglip2VisionConfig",
-    "SiglipConfig",
     "SiglipError",
-    "SiglipForImageClassification",
-    "SiglipModel",
-    "SiglipOutput",
-    "SiglipPreTrainedModel",
-    "SiglipTextConfig",
-    "SiglipTextModel",
-    "SiglipVisionConfig",
-    "SiglipVisionModel",
     "UnsafeCheckpointError",
 ]

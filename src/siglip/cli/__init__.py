@@ -1,27 +1,33 @@
 """The `siglip` command line: `siglip classify | embed | search | index | train ...` (`siglip COMMAND --help`).
 
-Every deliberate error ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2;
-an interrupted run exits with 130.
+Every input mistake ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2; a bug
+says `siglip: internal error: ...` (exit code 1; `siglip --debug COMMAND ...` shows its traceback); an
+interrupted run exits with 130, a closed stdout pipe (`| head`) quietly with 141.
+
+Adding a command: a module `cli/NAME.py` with `register(subcommands)` (its parser; `set_defaults(run=run)`)
+and `run(args) -> int`, plus its name in `COMMANDS`. A command module imports nothing heavy at the top (torch,
+numpy, model code: inside `run`), so that `siglip --help` stays fast; tests/test_cli_errors.py checks it.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 
-from . import classify, embed, index, search, train
 from .common import run_reporting_errors
 
-COMMANDS = (classify, embed, search, index, train)
+COMMANDS = ("classify", "embed", "search", "index", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="siglip", description="SigLIP / SigLIP2 image-text models.")
     parser.add_argument("--version", action="version", version=f"siglip {_version()}")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in COMMANDS:
-        command.register(subcommands)
+    for name in COMMANDS:
+        importlib.import_module(f".{name}", __name__).register(subcommands)
     return parser
 
 
@@ -29,7 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `siglip` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return run_reporting_errors(args.run, args, "siglip")
+    # File names that are not UTF-8 (surrogate escapes) must not make a print fail: escape what cannot be encoded.
+    errors = getattr(sys.stdout, "errors", None)
+    if errors == "strict" and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        return run_reporting_errors(args.run, args, "siglip")
+    finally:
+        if errors == "strict" and hasattr(sys.stdout, "reconfigure"):
+            sys.stdout.reconfigure(errors=errors)
 
 
 def _version() -> str:

@@ -8,9 +8,9 @@ import sys
 from typing import Any
 
 from ..errors import ImageError, InputError
-from ..image.batches import expand_image_paths
-from ..zero_shot import DEFAULT_TEMPLATE, ZeroShotImageClassificationPipeline, rank_labels
 from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
+
+DEFAULT_TEMPLATE = "This is a photo of {}."  # the pipeline's (zero_shot.DEFAULT_TEMPLATE); not imported: torch
 
 
 def register(subcommands: Any) -> None:
@@ -43,6 +43,9 @@ def parse_labels(values: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..image.batches import expand_image_paths
+    from ..zero_shot import ZeroShotImageClassificationPipeline, rank_labels
+
     labels = parse_labels(args.labels)
     if args.top_k is not None and args.top_k < 1:
         raise InputError(f"--top-k must be >= 1, got {args.top_k}")

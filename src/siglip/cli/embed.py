@@ -22,11 +22,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..encode import encode_texts, iter_encoded_images
 from ..errors import DependencyError, InputError
-from ..image.batches import expand_image_paths
 from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
 
 FORMATS = (".npy", ".parquet")
@@ -81,6 +77,9 @@ def read_texts(args: argparse.Namespace) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..encode import encode_texts
+    from ..image.batches import expand_image_paths
+
     suffix = Path(args.out).suffix.lower()
     if suffix not in FORMATS:
         if suffix == "" or Path(args.out).is_dir():
@@ -161,7 +160,11 @@ def run_bulk(args: argparse.Namespace) -> int:
 
 def embed_images(
     model: Any, processor: Any, paths: list[str], args: argparse.Namespace, normalize: bool, bar: Any
-) -> tuple[list[str], np.ndarray]:
+) -> tuple[list[str], Any]:
+    import numpy as np
+
+    from ..encode import iter_encoded_images
+
     kept, chunks = [], []
     batches = iter_encoded_images(
         model,
@@ -185,8 +188,10 @@ def embed_images(
     return kept, np.concatenate(chunks) if chunks else np.empty((0, dim), np.float32)
 
 
-def write_embeddings(path: Path, inputs: list[str], rows: np.ndarray, metadata: dict[str, Any]) -> None:
-    """Write rows + their inputs atomically (a temporary file renamed into place)."""
+def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[str, Any]) -> None:
+    """Write rows (a float (N, D) numpy array) + their inputs atomically (a temporary file renamed into place)."""
+    import numpy as np
+
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
     if path.suffix.lower() == ".npy":
