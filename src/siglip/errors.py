@@ -35,5 +35,9 @@ class ImageError(InputError):
     """An image cannot be read or converted: corrupt, truncated, unsupported, too large, zero-size."""
 
 
+class FetchError(InputError):
+    """A URL could not be downloaded: bad scheme, refused redirect or address, HTTP error, too big, too slow."""
+
+
 class DependencyError(SiglipError, ImportError):
     """An optional dependency (flash-attn, pyarrow, ...) or a device (CUDA) needed by a feature is missing."""
