@@ -41,3 +41,7 @@ class FetchError(InputError):
 
 class DependencyError(SiglipError, ImportError):
     """An optional dependency (flash-attn, pyarrow, ...) or a device (CUDA) needed by a feature is missing."""
+
+
+class ExportError(SiglipError):
+    """An export (ONNX) failed or produced a file that disagrees with the model; no file is left behind."""
