@@ -1,4 +1,4 @@
-"""The `siglip` command line: `siglip classify | embed | search | index | train ...` (`siglip COMMAND --help`).
+"""The `siglip` command line: `siglip classify | embed | search | index | serve | train ...` (`siglip COMMAND --help`).
 
 Every input mistake ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2; a bug
 says `siglip: internal error: ...` (exit code 1; `siglip --debug COMMAND ...` shows its traceback); an
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .common import run_reporting_errors
 
-COMMANDS = ("classify", "embed", "search", "index", "train")
+COMMANDS = ("classify", "embed", "search", "index", "serve", "train")
 
 
 def build_parser() -> argparse.ArgumentParser:
