@@ -32,6 +32,7 @@ class Collection:
     kind: str
     index: Index
     offset: int
+    root: str = ""  # relative item paths are read from here (the embedded folder)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -51,8 +52,10 @@ class Collections:
                     "serve it with the model that embedded it"
                 )
             name = self._unique(Path(folder).resolve().name)
-            kind = _collection_kind(index)
-            self.items.append(Collection(name, kind, index, offset))
+            spec = _job_spec(index)
+            root = spec.get("root") or spec.get("source") or ""
+            root = root if os.path.isdir(root) else str(index.folder or "")
+            self.items.append(Collection(name, spec.get("kind", "image"), index, offset, root))
             offset += len(index)
         self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -110,9 +113,7 @@ class Collections:
             cached = self._thumbnails.get(key)
         if cached is not None:
             return cached
-        path = collection.index.paths[row]
-        if not os.path.isabs(path) and collection.index.folder is not None and not os.path.exists(path):
-            path = os.path.join(collection.index.folder, path)
+        path = os.path.join(collection.root, collection.index.paths[row])  # an absolute item path stays as it is
         try:
             image = load_rgb(path, honor_exif=True, draft_size=(size, size))
         except ImageError:
@@ -128,12 +129,12 @@ class Collections:
         return data
 
 
-def _collection_kind(index: Index) -> str:
+def _job_spec(index: Index) -> dict[str, Any]:
+    """The collection's job.json (kind, source folder, ...), read as a plain dict."""
     import json
 
     from ..bulk.job import JOB_FILE
 
     if index.folder is None:
-        return "image"
-    spec = json.loads((index.folder / JOB_FILE).read_text(encoding="utf-8"))
-    return spec.get("kind", "image")
+        return {}
+    return json.loads((index.folder / JOB_FILE).read_text(encoding="utf-8"))
