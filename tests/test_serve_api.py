@@ -134,7 +134,6 @@ def test_search_equals_index_and_thumbnails(server, collection, reference, photo
     assert server("/v1/items/999/thumbnail").status == 404
     assert server("/v1/items/..%2F..%2Fetc%2Fpasswd/thumbnail").status == 404  # ids only, never paths
     assert server("/v1/search", {"query": "x", "collection": "nope"}).json["error"]["type"] == "invalid_request"
-    assert "siglip index" in server("/v1/search", {"query": "x", "ann": True}).json["error"]["message"]
 
 
 def test_bad_requests_get_typed_4xx_naming_the_input(server, photo_bytes, tmp_path):
@@ -332,3 +331,15 @@ def _poll(condition, timeout: float = 20.0) -> bool:
             return True
         time.sleep(0.02)
     return False
+
+
+def test_search_with_ann_once_the_graph_is_built(server, collection, reference):
+    pytest.importorskip("usearch")
+    model, processor = reference
+    refused = server("/v1/search", {"query": "a cat", "ann": True})
+    assert refused.status == 400 and "siglip index" in refused.json["error"]["message"]
+    siglip.Index.open(collection).build_ann(queries=5)  # what `siglip index DIR` does, while the server runs
+    index = siglip.Index.open(collection)
+    want = index.search_text(["a cat"], k=3, ann=True, model=model, processor=processor)[0]
+    got = server("/v1/search?q=a+cat&k=3&ann=true").json["results"]
+    assert [h["row"] for h in got] == [w.index for w in want]

@@ -55,11 +55,12 @@ from .collections import THUMBNAIL_SIZES, Collections
 from .engine import Engine, ItemError, load_model
 from .metrics import ServeMetrics
 from .schemas import ClassifyRequest, EmbeddingRequest, RequestError, SearchRequest, embedding_items, parse
-from .security import ApiKeyMiddleware, Limits, UrlNotAllowedError, UrlPolicy
+from .security import ApiKeyMiddleware, Limits, TooLargeError, UrlNotAllowedError, UrlPolicy
 
 logger = logging.getLogger("siglip.serve")
 RETRY_AFTER_S = 1
 LARGE_JSON = 1 << 20  # bodies above this are parsed on a worker thread
+DRAIN_FACTOR = 2  # a body up to this many times the cap is read (and dropped) before the 413
 
 
 class ClientGone(Exception):
@@ -314,16 +315,21 @@ class _Api:
         """The body as JSON, refused past the body cap (413) before it is all read."""
         cap = self.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            raise RequestError(413, "body_too_large", f"the body is {declared} bytes, this server's cap is {cap}")
-        body = bytearray()
+        too_large = RequestError(413, "body_too_large", f"the body exceeds this server's cap of {cap} bytes")
+        if declared.isdigit() and int(declared) > DRAIN_FACTOR * cap:
+            raise too_large  # answered at once; the connection is closed with the body unread
+        body, seen = bytearray(), 0
         try:
             async for chunk in request.stream():
-                body += chunk
-                if len(body) > cap:
-                    raise RequestError(413, "body_too_large", f"the body exceeds this server's cap of {cap} bytes")
+                seen += len(chunk)
+                if seen > DRAIN_FACTOR * cap:
+                    raise too_large
+                if seen <= cap:
+                    body += chunk
         except ClientDisconnect:
             raise ClientGone() from None
+        if seen > cap:  # read to the end (not kept) so that the client, still sending, surely gets the 413
+            raise too_large
         try:
             if len(body) > LARGE_JSON:
                 return await asyncio.to_thread(json.loads, bytes(body))
@@ -382,7 +388,7 @@ def _item_error(param: str, error: InputError) -> RequestError:
         kind = "url_not_allowed"
     else:
         kind = "invalid_image" if isinstance(error, ImageError | FetchError) else "invalid_request"
-    status = 413 if "server's cap" in str(error) else 400
+    status = 413 if isinstance(error, TooLargeError) else 400
     return RequestError(status, kind, f"{param}: {error}", param)
 
 

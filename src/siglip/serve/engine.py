@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..encode import draft_size, encode_texts, load_rgb, model_inputs
 from ..errors import ImageError, InputError
@@ -30,7 +30,7 @@ from ..threads import default_workers
 from ..zero_shot import pipeline
 from .batcher import DynamicBatcher
 from .metrics import ServeMetrics
-from .security import Limits, UrlPolicy
+from .security import Limits, TooLargeError, UrlPolicy
 
 _URLSAFE = str.maketrans("-_", "+/")
 
@@ -165,12 +165,14 @@ class Engine:
         try:
             with Image.open(io.BytesIO(data)) as header:
                 width, height = header.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-            raise ImageError(f"image is not a format Pillow can read ({type(error).__name__})") from None
         except Image.DecompressionBombError:
-            raise ImageError("image is too large (decompression bomb)") from None
+            raise TooLargeError(
+                f"image is too large (decompression bomb; cap {self.limits.max_image_pixels} pixels)"
+            ) from None
+        except Exception as error:  # Pillow's plugins raise many types on bad headers
+            raise ImageError(f"image is not a format Pillow can read ({type(error).__name__})") from None
         if width * height > self.limits.max_image_pixels:
-            raise ImageError(
+            raise TooLargeError(
                 f"image is {width}x{height} = {width * height} pixels, above this server's cap of "
                 f"{self.limits.max_image_pixels}"
             )

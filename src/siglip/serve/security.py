@@ -40,6 +40,10 @@ class Limits:
     url_timeout_s: float = 10.0
 
 
+class TooLargeError(ImageError):
+    """An image over the server's pixel cap (or a decompression bomb), refused from its header (HTTP 413)."""
+
+
 class UrlNotAllowedError(ImageError):
     """An image URL the server's policy refuses: URLs off, a non-http(s) scheme, or a private address."""
 
