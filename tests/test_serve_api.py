@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import http.server
+import json
 import shutil
+import socket
 import threading
 from pathlib import Path
 
@@ -343,3 +345,30 @@ def test_search_with_ann_once_the_graph_is_built(server, collection, reference):
     want = index.search_text(["a cat"], k=3, ann=True, model=model, processor=processor)[0]
     got = server("/v1/search?q=a+cat&k=3&ann=true").json["results"]
     assert [h["row"] for h in got] == [w.index for w in want]
+
+
+def test_a_client_that_hangs_up_leaves_no_queued_work_and_deadlines_answer_504(reference_checkpoint):
+    app = create_app(str(reference_checkpoint), max_wait_ms=1, request_timeout_s=1.0, device="cpu")
+    with ThreadServer(app) as server:
+        text = app.state.engine.text
+        release = threading.Event()
+        app.state.engine.model_executor.submit(release.wait)
+        try:
+            blocker = threading.Thread(target=lambda: server("/v1/embeddings", {"input": "first"}))
+            blocker.start()
+            assert _poll(lambda: text.batch_started is not None)  # a batch holds the (stuck) model thread
+            body = json.dumps({"input": ["a", "b", "c"]}).encode()
+            head = f"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                sock.sendall(head.encode() + body)
+                assert _poll(lambda: text.depth() == 3)
+            assert _poll(lambda: text.depth() == 0)  # hung up: its items left the queue, the model never saw them
+            late = server("/v1/embeddings", {"input": ["d", "e"]})
+            assert late.status == 504 and late.json["error"]["type"] == "timeout"
+            assert text.depth() == 0
+        finally:
+            release.set()
+        blocker.join(timeout=30)
+        assert _metric(server, 'siglip_errors_total{route="/v1/embeddings",type="client_closed"}') == 1
+        assert _poll(lambda: _metric(server, 'siglip_items_total{queue="text"}') == 1)  # the stuck batch ends
+        assert _metric(server, 'siglip_items_total{queue="text"}') == 1  # only "first" was ever embedded
