@@ -347,7 +347,7 @@ def test_search_with_ann_once_the_graph_is_built(server, collection, reference):
     assert [h["row"] for h in got] == [w.index for w in want]
 
 
-def test_a_client_that_hangs_up_leaves_no_queued_work_and_deadlines_answer_504(reference_checkpoint):
+def test_a_client_that_hangs_up_leaves_no_queued_work_and_deadlines_answer_504_or_408(reference_checkpoint):
     app = create_app(str(reference_checkpoint), max_wait_ms=1, request_timeout_s=1.0, device="cpu")
     with ThreadServer(app) as server:
         text = app.state.engine.text
@@ -370,5 +370,8 @@ def test_a_client_that_hangs_up_leaves_no_queued_work_and_deadlines_answer_504(r
             release.set()
         blocker.join(timeout=30)
         assert _metric(server, 'siglip_errors_total{route="/v1/embeddings",type="client_closed"}') == 1
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:  # a body that never ends
+            sock.sendall(head.encode() + body[:5])
+            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
         assert _poll(lambda: _metric(server, 'siglip_items_total{queue="text"}') == 1)  # the stuck batch ends
         assert _metric(server, 'siglip_items_total{queue="text"}') == 1  # only "first" was ever embedded

@@ -25,7 +25,7 @@ Routes (JSON in and out; every error is ``{"error": {"type": str, "message": str
 - ``GET /v1/items/{id}/thumbnail?size=256`` -> image/jpeg (64, 128, 256 or 512 px box) of an image item.
 - ``GET /`` and ``/static/...``: the web page (no API key needed to load it; its queries send the key).
 
-Status codes: 400 bad input (``param`` names the field or ``input[i]`` item), 401 API key, 404, 413 caps
+Status codes: 400 bad input (``param`` names the field or ``input[i]`` item), 401 API key, 404, 408 body too slow, 413 caps
 (body, items, text length, pixels), 503 + ``Retry-After`` queue full, 504 deadline, 500 internal (no details).
 """
 
@@ -312,7 +312,20 @@ class _Api:
 
     # ---- plumbing ---------------------------------------------------------------------------------------
     async def read_json(self, request: Request) -> Any:
-        """The body as JSON, refused past the body cap (413) before it is all read."""
+        """The body as JSON, refused past the body cap (413) before it is all read, or when it does not arrive
+        within the request deadline (408: a client dripping its body cannot hold a connection for ever)."""
+        try:
+            body = await asyncio.wait_for(self._read_body(request), self.request_timeout)
+        except TimeoutError:
+            raise RequestError(408, "timeout", f"the body did not arrive within {self.request_timeout}s") from None
+        try:
+            if len(body) > LARGE_JSON:
+                return await asyncio.to_thread(json.loads, bytes(body))
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise RequestError(400, "invalid_json", f"the body is not valid JSON ({type(error).__name__})") from None
+
+    async def _read_body(self, request: Request) -> bytearray:
         cap = self.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
         too_large = RequestError(413, "body_too_large", f"the body exceeds this server's cap of {cap} bytes")
@@ -330,12 +343,7 @@ class _Api:
             raise ClientGone() from None
         if seen > cap:  # read to the end (not kept) so that the client, still sending, surely gets the 413
             raise too_large
-        try:
-            if len(body) > LARGE_JSON:
-                return await asyncio.to_thread(json.loads, bytes(body))
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RequestError(400, "invalid_json", f"the body is not valid JSON ({type(error).__name__})") from None
+        return body
 
     async def guarded(self, request: Request, work: Any) -> Any:
         """Await `work`, cancelling it (and so its queued items) when the client disconnects or the deadline
