@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -161,3 +163,20 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(reference_checkpoin
     assert f"binding 127.0.0.1:{server.port} (this machine only" in stderr
     with pytest.raises(OSError):
         call(server.url + "/healthz")  # gone: it stopped accepting
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max-batch-size", "0"], "--max-batch-size must be >= 1"),
+        (["/no/such/collection"], "not a `siglip embed"),
+        (["--template", "no placeholder"], "must contain '{}'"),
+    ],
+)
+def test_cli_bad_options_exit_2_with_one_line(reference_checkpoint, args, message):
+    command = [sys.executable, "-m", "siglip", "serve", "--model", str(reference_checkpoint), "--device", "cpu", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("siglip: error:") and message in last, result.stderr
+    assert "Traceback" not in result.stderr
