@@ -23,9 +23,6 @@ from siglip.bulk import embed_source
 from siglip.serve import Limits, create_app
 from siglip.serve.security import is_private_address
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png"]
 TEXTS = ["a cat", "A Dog, on the BEACH!", "", "word " * 80, "a cup of coffee"]  # long: truncated to 64 positions
 

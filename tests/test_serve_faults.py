@@ -17,9 +17,6 @@ from serve_helpers import ProcessServer, bomb_png, call, data_uri, encoded, imag
 
 from siglip.auto import AutoModel, AutoProcessor
 
-pytest.importorskip("starlette")
-pytest.importorskip("uvicorn")
-
 GOOD_CLIENTS, ROUNDS, BAD_CLIENTS = 16, 4, 6
 BODY_CAP = 300_000
 PNGS = ("astronaut.png", "chelsea.png", "coffee.png")
