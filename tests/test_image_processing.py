@@ -348,28 +348,3 @@ def test_exif_orientation_every_mode(tmp_path, reference, exact, mode):
         path = tmp_path / f"{mode}_{orientation}.png"
         image.save(path, exif=exif.tobytes())
         assert_parity(reference, exact, str(path))
-
-
-def test_url_loading(monkeypatch):
-    import urllib.request
-
-    data = (FIXTURES / "horse.png").read_bytes()
-
-    class Response(io.BytesIO):
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    monkeypatch.setattr(urllib.request, "urlopen", lambda request, timeout: Response(data))
-    assert load_image("https://example.com/horse.png").mode == "RGBA"
-    with pytest.raises(ImageError, match="max_bytes"):
-        load_image("https://example.com/horse.png", max_bytes=100)
-
-    def fail(request, timeout):
-        raise TimeoutError("timed out")
-
-    monkeypatch.setattr(urllib.request, "urlopen", fail)
-    with pytest.raises(ImageError, match="example.com"):
-        load_image("https://example.com/horse.png", timeout=0.1)

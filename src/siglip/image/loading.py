@@ -3,8 +3,17 @@
 `load_image` turns a PIL image, a path, an http(s) URL, a `data:image/...;base64,` URI, raw bytes or a binary
 file object into a fully decoded PIL image (first frame of animated or multi-page files), and raises
 `ImageError` naming the source for anything unreadable: missing, corrupt or truncated files, unsupported
-formats, decompression bombs and zero-size images. It keeps the image's mode (RGBA, L, P, ...): RGB
-conversion is the image processor's job (`to_rgb`), exactly as when the reference is handed `Image.open(path)`.
+formats, decompression bombs and zero-size images. Whatever a decoder raises on bad bytes (Pillow's plugins
+also raise `TypeError`, `KeyError`, `struct.error`, ...) becomes an `ImageError`. It keeps the image's mode
+(RGBA, L, P, ...): RGB conversion is the image processor's job (`to_rgb`), exactly as when the reference is
+handed `Image.open(path)`.
+
+Memory cap: before decoding, the header's width x height and mode give the bytes the decoded frame and its RGB
+copy will take (`decoded_bytes`: Pillow stores RGB in 4 bytes a pixel); beyond `MAX_DECODED_BYTES` (256 MiB by
+default, e.g. a 64-megapixel RGB photo; environment variable ``SIGLIP_MAX_DECODED_BYTES``, or the
+`max_decoded_bytes` argument) the image is refused with `ImageError`. This is on top of Pillow's pixel-count
+limit (`Image.MAX_IMAGE_PIXELS`), which a 68-byte PNG of 1 x 89,000,000 pixels passes while needing ~356 MB.
+URLs are downloaded by `siglip.fetch.fetch_url` (a total deadline, http(s) redirects only).
 
 `to_rgb` is the reference's conversion: images with an alpha band or a transparency key are composited onto
 white, everything else goes through Pillow's `convert("RGB")`. What that means for wide modes:
@@ -22,17 +31,35 @@ import base64
 import binascii
 import io
 import os
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import FetchError, ImageError
+from ..fetch import DEFAULT_MAX_BYTES, fetch_url
 
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024  # URL downloads larger than this are refused
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
+
+
+def _max_decoded_bytes_from_env() -> int:
+    value = os.environ.get("SIGLIP_MAX_DECODED_BYTES", "")
+    return int(value) if value.strip().isdigit() else 256 * 1024 * 1024
+
+
+# Largest decoded frame + RGB copy accepted (bytes); set it, or SIGLIP_MAX_DECODED_BYTES, to change the default.
+MAX_DECODED_BYTES = _max_decoded_bytes_from_env()
+# Bytes per pixel of Pillow's in-memory storage, by mode (every mode not listed takes 4).
+_PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+
+
+def decoded_bytes(size: tuple[int, int], mode: str) -> int:
+    """Bytes Pillow needs to hold a decoded `size` image in `mode`, plus its RGB copy unless it already is RGB."""
+    pixels = size[0] * size[1]
+    frame = pixels * _PIXEL_BYTES.get(mode, 4)
+    return frame if mode == "RGB" else frame + pixels * 4
 
 
 def has_alpha(image: Image.Image) -> bool:
@@ -58,27 +85,15 @@ def _describe(source: Any) -> str:
     return str(name if name is not None and not isinstance(source, (str, os.PathLike)) else source)
 
 
-def _fetch_url(url: str, timeout: float, max_bytes: int) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "siglip-image-loader"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            data = response.read(max_bytes + 1)
-    except urllib.error.HTTPError as error:
-        raise ImageError(f"could not download image {url}: HTTP {error.code} {error.reason}") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ImageError(f"could not download image {url} (timeout {timeout}s): {reason}") from None
-    if len(data) > max_bytes:
-        raise ImageError(f"image {url} is larger than max_bytes={max_bytes}; raise max_bytes to accept it.")
-    return data
-
-
 def _read_source(source: Any, timeout: float, max_bytes: int) -> bytes | IO[bytes]:
     """Bytes or a binary file object holding the encoded image."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
     if isinstance(source, str) and source.startswith(("http://", "https://")):
-        return _fetch_url(source, timeout, max_bytes)
+        try:
+            return fetch_url(source, timeout=timeout, max_bytes=max_bytes).data
+        except FetchError as error:
+            raise ImageError(f"could not download image {source}: {error}") from None
     if isinstance(source, str) and source.startswith("data:"):
         try:
             return base64.b64decode(source.split(",", 1)[1], validate=False)
@@ -101,8 +116,11 @@ def _read_source(source: Any, timeout: float, max_bytes: int) -> bytes | IO[byte
     )
 
 
-def check_image(image: Image.Image, name: str = "image") -> Image.Image:
-    """Raise `ImageError` for zero-size images or images larger than Pillow's MAX_IMAGE_PIXELS; else return it."""
+def check_image(image: Image.Image, name: str = "image", max_decoded_bytes: int | None = None) -> Image.Image:
+    """Raise `ImageError` for zero-size images, images over Pillow's MAX_IMAGE_PIXELS and images whose decoded
+    frame (+ RGB copy) would take more than `max_decoded_bytes` (default `MAX_DECODED_BYTES`); else return it.
+
+    Only the size and mode are read, so it runs on a freshly opened file before any pixel is decoded."""
     width, height = image.size
     if width <= 0 or height <= 0:
         raise ImageError(f"{name} has zero size ({width}x{height}).")
@@ -112,31 +130,70 @@ def check_image(image: Image.Image, name: str = "image") -> Image.Image:
             f"{name} has {width}x{height} = {width * height} pixels, more than Image.MAX_IMAGE_PIXELS={limit} "
             f"(possible decompression bomb). Raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file."
         )
+    cap = MAX_DECODED_BYTES if max_decoded_bytes is None else max_decoded_bytes
+    needed = decoded_bytes(image.size, image.mode)
+    if needed > cap:
+        raise ImageError(
+            f"{name} ({width}x{height}, mode {image.mode}) needs {needed / 2**20:.0f} MiB to decode and convert, "
+            f"more than the limit of {cap / 2**20:.0f} MiB (max_decoded_bytes; possible decompression bomb). "
+            f"Raise siglip.image.loading.MAX_DECODED_BYTES or SIGLIP_MAX_DECODED_BYTES if you trust this file."
+        )
     return image
 
 
-def _decode(data: bytes | IO[bytes], name: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Open and fully decode the first frame; every Pillow failure becomes an ImageError naming `name`."""
+def _decode(
+    data: bytes | IO[bytes],
+    name: str,
+    draft_size: tuple[int, int] | None = None,
+    max_decoded_bytes: int | None = None,
+) -> Image.Image:
+    """Open and fully decode the first frame; every decoder failure becomes an ImageError naming `name`."""
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
+    with decoder_errors(name):
         image = Image.open(stream)
-        check_image(image, name)  # before decoding, so a bomb never allocates its pixels
         if draft_size is not None and image.format == "JPEG":
+            check_image(image, name, max_decoded_bytes=2**62)  # pixel limit; the memory cap applies to the draft
             image.draft("RGB", draft_size)  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below draft_size
+        check_image(image, name, max_decoded_bytes)  # before decoding, so a bomb never allocates its pixels
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)  # animated GIF / multi-page TIFF: the first frame, as Image.open presents it
         image.load()
+    return image
+
+
+@contextmanager
+def decoder_errors(name: str) -> Iterator[None]:
+    """Any exception a decoder raises inside the block becomes an `ImageError` naming the image.
+
+    Pillow's plugins raise OSError, SyntaxError or ValueError for most bad data, but also TypeError, KeyError,
+    IndexError, struct.error, ZeroDivisionError, ... from deep inside a format's parser (found by fuzzing); a
+    file is untrusted input, so all of them are caught (BaseExceptions such as KeyboardInterrupt are not)."""
+    try:
+        yield
     except ImageError:
         raise
-    except UnidentifiedImageError:
-        raise ImageError(f"{name} is not an image format Pillow can read (unsupported or corrupt).") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageError(f"{name} is too large (possible decompression bomb): {error}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as error:
-        # Pillow reports truncated or corrupt data as OSError ("image file is truncated"), SyntaxError
-        # ("broken PNG file") or ValueError, depending on the codec.
-        raise ImageError(f"{name} is corrupt or truncated ({type(error).__name__}: {error}).") from None
-    return image
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        raise _typed(error, name) from None
+
+
+def _typed(error: Exception, name: str) -> ImageError:
+    if isinstance(error, UnidentifiedImageError):
+        return ImageError(f"{name} is not an image format Pillow can read (unsupported or corrupt).")
+    if isinstance(error, (Image.DecompressionBombError, Image.DecompressionBombWarning)):
+        return ImageError(f"{name} is too large (possible decompression bomb): {error}")
+    if isinstance(error, OSError) and "Ghostscript" in str(error):
+        return ImageError(
+            f"{name} is PostScript (EPS), which Pillow renders with Ghostscript, and Ghostscript (the `gs` "
+            f"program) is not installed: install it (e.g. apt-get install ghostscript) or convert the file to PNG."
+        )
+    if isinstance(error, MemoryError):
+        return ImageError(f"{name} could not be decoded: out of memory.")
+    return ImageError(f"{name} is corrupt or truncated ({type(error).__name__}: {error}).")
+
+
+def _pil_name(image: Image.Image) -> str:
+    filename = getattr(image, "filename", "")
+    return f"PIL image {filename}" if filename else "PIL image"
 
 
 def load_image(
@@ -146,13 +203,14 @@ def load_image(
     max_bytes: int = DEFAULT_MAX_BYTES,
     honor_exif: bool = False,
     draft_size: tuple[int, int] | None = None,
+    max_decoded_bytes: int | None = None,
 ) -> Image.Image:
     """Load `source` as a decoded PIL image in its own mode (use `to_rgb` or a processor to get RGB).
 
     Args:
-        source: a PIL image (checked and returned), a path, an http(s) URL, a ``data:image/...;base64,`` URI,
-            raw bytes or a binary file object.
-        timeout: seconds before a URL download is abandoned.
+        source: a PIL image (checked, decoded if it was opened lazily, and returned), a path, an http(s) URL, a
+            ``data:image/...;base64,`` URI, raw bytes or a binary file object.
+        timeout: seconds for a URL download in total (a deadline, not per read); redirects go to http(s) only.
         max_bytes: largest accepted URL download.
         honor_exif: apply the EXIF orientation tag (`ImageOps.exif_transpose`). Off by default because the
             reference ignores it for the images it is handed (a PIL image from ``Image.open``).
@@ -160,15 +218,20 @@ def load_image(
             1/4, 1/2 or full scale that is still at least this large in both dimensions (libjpeg's DCT scaling,
             `Image.draft`), several times faster on large photos; the pixels then differ slightly from a full
             decode followed by a resize. Other formats, and PIL images, are unaffected. None (default): exact.
+        max_decoded_bytes: refuse images whose decoded frame plus RGB copy would exceed this many bytes
+            (`decoded_bytes`), checked from the header before decoding. None: `MAX_DECODED_BYTES` (256 MiB).
 
     Raises:
-        ImageError: missing/corrupt/truncated/unsupported file, failed download, decompression bomb, zero size.
+        ImageError: missing/corrupt/truncated/unsupported file (whatever the decoder raised), failed download,
+            decompression bomb or an image over the memory cap, zero size.
     """
     name = _describe(source)
     if isinstance(source, Image.Image):
-        image = check_image(source, name="PIL image")
+        with decoder_errors(_pil_name(source)):
+            image = check_image(source, _pil_name(source), max_decoded_bytes)
+            image.load()  # a lazily opened file decodes here (a no-op for a loaded image), with typed errors
     else:
-        image = _decode(_read_source(source, timeout, max_bytes), f"image {name}", draft_size)
+        image = _decode(_read_source(source, timeout, max_bytes), f"image {name}", draft_size, max_decoded_bytes)
     if honor_exif:
         image = _apply_orientation(image, owned=not isinstance(source, Image.Image))
     return image

@@ -270,6 +270,8 @@ class ImageProcessorBase:
         if isinstance(image, (str, os.PathLike)):
             image = load_image(image, honor_exif=True, draft_size=draft_size)
             return image if image.mode == "RGB" else image.convert("RGB")
+        if isinstance(image, Image.Image):
+            return load_image(image)  # size and memory caps; a lazily opened file decodes with typed errors
         return image
 
     def preprocess(
@@ -291,7 +293,7 @@ class ImageProcessorBase:
         seen: set[int] = set()
         for image in flat:  # a lazily opened image listed twice must not be decoded by two threads at once
             if isinstance(image, Image.Image) and (id(image) in seen or seen.add(id(image))):
-                image.load()
+                load_image(image)
 
         def prepare(image: Any) -> Any:
             return self._prepare(self.fetch_image(image, draft), settings, input_data_format)
