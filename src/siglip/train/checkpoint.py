@@ -82,12 +82,41 @@ def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
+# What a resume reads from a training checkpoint (written by the loop's save_checkpoint).
+REQUIRED_ENTRIES = ("model", "optimizer", "scheduler", "step", "batches_seen", "rng")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a training checkpoint written by `atomic_save` (tensors and plain values only)."""
+    """Read a training checkpoint written by `atomic_save` (tensors and plain values only).
+
+    Anything else raises `CheckpointError`: a corrupt or truncated file, a pickle holding code or other objects
+    (refused by `weights_only=True`, never executed), or a dict lacking one of `REQUIRED_ENTRIES`."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise CheckpointError(f"cannot read the training checkpoint {path}: {error}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - UnpicklingError, RuntimeError, EOFError, ...: all a bad file
+        raise CheckpointError(
+            f"cannot read the training checkpoint {path} ({type(error).__name__}): it is corrupt, truncated, or "
+            f"holds objects other than tensors and plain values (e.g. code, which was not run)."
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"the training checkpoint {path} holds a {type(state).__name__}, not a dict.")
+    missing = [key for key in REQUIRED_ENTRIES if key not in state]
+    if missing:
+        raise CheckpointError(
+            f"the training checkpoint {path} has no {', '.join(repr(k) for k in missing)} entr"
+            f"{'y' if len(missing) == 1 else 'ies'}: it was not written by `siglip train`, or is damaged."
+        )
+    return state
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete `.<name>.*.tmp` files that an `atomic_save` killed mid-write left in `folder`; returns them.
+
+    Called when training starts (only one process writes checkpoints, and none is writing yet)."""
+    stale = sorted(Path(folder).glob(f".{LAST}.*.tmp")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def find_resume_path(resume: str, output_dir: str | os.PathLike) -> Path | None:

@@ -207,6 +207,8 @@ def _train(config: TrainConfig, runtime: distributed.Runtime) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_multiplier(step, config))
 
     step, batches_seen = 0, 0
+    if runtime.is_main:
+        ckpt.remove_stale_temporaries(output / "checkpoints")  # left by a kill during a checkpoint write
     resume_path = ckpt.find_resume_path(config.resume, output) if config.resume else None
     if resume_path is not None:
         state = ckpt.load_checkpoint(resume_path)
