@@ -8,13 +8,18 @@ layout (`models--org--name/snapshots/<rev>/...`) and honours `HF_HUB_OFFLINE`, `
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError
+
+# A Hub repo id: "name" or "org/name", letters, digits, "-", "_", "." (no "--" or ".." runs, no leading "." or "-").
+HUB_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
 
 
 @dataclass(frozen=True)
@@ -59,14 +64,69 @@ def resolve_file(
     """
     options = options or HubOptions()
     relative = f"{options.subfolder}/{filename}" if options.subfolder else filename
+    check_relative_name(relative, name_or_path)
     if is_local(name_or_path):
-        path = Path(name_or_path).expanduser() / relative
+        folder = Path(name_or_path).expanduser()
+        path = folder / relative
         if path.is_file():
+            check_inside(path, folder, name_or_path)
             return path
         if required:
             raise CheckpointNotFoundError(f"{path} does not exist: the folder {name_or_path} has no {relative}.")
         return None
+    check_hub_id(name_or_path)
     return _download(str(name_or_path), filename, options, required)
+
+
+def check_relative_name(relative: str, source: str | os.PathLike) -> None:
+    """A file name inside a checkpoint (shard, subfolder/file) must stay inside it: no absolute path, no `..`."""
+    parts = relative.replace("\\", "/").split("/")
+    if relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts or ":" in parts[0]:
+        raise CheckpointError(
+            f"{source}: the file name {relative!r} points outside the checkpoint folder (absolute or with '..'); "
+            f"refused."
+        )
+
+
+def check_inside(path: Path, folder: Path, source: str | os.PathLike) -> None:
+    """Refuse a file (after following symlinks) that lies outside `folder` (after following symlinks)."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise CheckpointError(f"{source}: {path} is a link to {path.resolve()}, outside the model folder; refused.")
+
+
+def check_hub_id(name: str | os.PathLike) -> None:
+    """Fail fast, before any Hub request, for a name meant as a local path that does not exist.
+
+    A name is a path when it starts with `/`, `.` or `~`, has more than one `/` or a backslash, does not have
+    the Hub id form, or its first part is an existing local folder (`models/x` while `./models` exists)."""
+    text = str(name)
+    first = text.split("/", 1)[0]
+    looks_like_path = (
+        text.startswith(("/", ".", "~"))
+        or "\\" in text
+        or text.count("/") > 1
+        or not HUB_ID.fullmatch(text)
+        or ("/" in text and Path(first).is_dir())
+    )
+    if not looks_like_path:
+        return
+    path = Path(text).expanduser()
+    message = f"no folder {text} exists"
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.is_dir():
+        try:
+            names = [entry.name for _, entry in zip(range(2000), os.scandir(parent)) if entry.is_dir()]
+        except OSError:
+            names = []
+        close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.7)
+        if close:
+            message += f" (close: {', '.join(str(parent / c) for c in close)})"
+    elif parent != path:
+        message += f" ({parent} does not exist either)"
+    raise CheckpointNotFoundError(
+        f"{message}, and it is not a Hub id (org/name): pass the path of a folder holding config.json and "
+        f"the weights, or a Hub id."
+    )
 
 
 def _download(repo_id: str, filename: str, options: HubOptions, required: bool) -> Path | None:

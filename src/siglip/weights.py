@@ -43,6 +43,10 @@ def find_weight_files(name_or_path: str | os.PathLike, options: HubOptions, allo
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"cannot read the shard index {index}: {error}") from None
+        if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
+        ):
+            raise CheckpointError(f"the shard index {index} has a malformed weight_map (want tensor name -> file name).")
         shards = sorted(set(weight_map.values()))
         return CheckpointFiles([resolve_file(name_or_path, shard, options) for shard in shards])  # type: ignore[misc]
     single = resolve_file(name_or_path, SAFE_WEIGHTS_NAME, options, required=False)

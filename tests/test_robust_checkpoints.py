@@ -1,0 +1,127 @@
+"""Hostile checkpoints and model names: training resume files, mistyped local model paths."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from test_train import setup_dir, tiny_config  # noqa: F401 - setup_dir is a fixture
+
+import siglip
+from siglip.errors import CheckpointError, CheckpointNotFoundError
+from siglip.train import checkpoint as ckpt
+from siglip.train import train
+
+
+class _Code:
+    """Unpickling this would create a file: code in a checkpoint."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_resume_file_holding_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "last.pt"
+    with open(path, "wb") as handle:
+        pickle.dump({"model": _Code(marker)}, handle)
+    with pytest.raises(CheckpointError, match="not run"):
+        ckpt.load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_resume_file_without_model_names_what_is_missing(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"optimizer": {}, "scheduler": {}, "step": 1, "batches_seen": 1, "rng": []}, path)
+    with pytest.raises(CheckpointError, match="'model'"):
+        ckpt.load_checkpoint(path)
+    torch.save([1, 2], path)
+    with pytest.raises(CheckpointError, match="not a dict"):
+        ckpt.load_checkpoint(path)
+
+
+def test_stale_temporary_from_a_killed_write_is_removed_at_start(setup_dir, tmp_path):  # noqa: F811
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    stale = folder / ".last.pt.k1ll3d.tmp"  # what atomic_save leaves when killed between mkstemp and os.replace
+    stale.write_bytes(b"partial")
+    train(tiny_config(setup_dir, tmp_path, steps=1, warmup_steps=1))
+    assert not stale.exists() and not list(folder.glob(".last.pt.*.tmp"))
+
+
+# ---- mistyped local paths ----------------------------------------------------------------------------------
+
+
+def test_mistyped_relative_model_path_says_no_such_folder(tmp_path, monkeypatch):
+    (tmp_path / "models" / "siglip-demo-shapes").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CheckpointNotFoundError, match="no folder models/siglip-demo-shape ") as info:
+        siglip.SiglipModel.from_pretrained("models/siglip-demo-shape")
+    assert "siglip-demo-shapes" in str(info.value)  # the close existing folder
+    for name in ("./siglip-demo-shape", "models/a/b", "../nothing-here"):
+        with pytest.raises(CheckpointNotFoundError, match="no folder"):
+            siglip.AutoModel.from_pretrained(name)
+
+
+def test_absolute_nonexistent_path_never_gets_hub_id_text(tmp_path):
+    with pytest.raises(CheckpointNotFoundError, match="no folder") as info:
+        siglip.SiglipModel.from_pretrained(str(tmp_path / "absent" / "model"))
+    assert "Repo id" not in str(info.value)
+
+
+# ---- checkpoint files must stay inside the model folder ------------------------------------------------------
+
+
+@pytest.fixture()
+def sharded(tmp_path):
+    import json
+
+    from conftest import TINY_CONFIGS
+
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    siglip.SiglipVisionModel(siglip.SiglipVisionConfig(**TINY_CONFIGS["no_vision_head"][1])).save_pretrained(
+        folder, max_shard_size="20KB"
+    )
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    return folder, index
+
+
+def _write_index(folder, index):
+    import json
+
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+
+
+@pytest.mark.parametrize("bad", ["../outside.safetensors", "/etc/passwd", "sub/../../x.safetensors"])
+def test_shard_names_outside_the_folder_are_refused(sharded, bad):
+    folder, index = sharded
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = bad
+    _write_index(folder, index)
+    with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+        siglip.SiglipVisionModel.from_pretrained(folder)
+
+
+def test_symlink_out_of_the_folder_and_subfolder_escape_are_refused(sharded, tmp_path):
+    folder, index = sharded
+    shard = folder / sorted(set(index["weight_map"].values()))[0]
+    outside = tmp_path / "elsewhere.safetensors"
+    shard.rename(outside)
+    shard.symlink_to(outside)
+    with pytest.raises(CheckpointError, match="outside the model folder"):
+        siglip.SiglipVisionModel.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+        siglip.SiglipVisionModel.from_pretrained(folder, subfolder="../x")
+
+
+@pytest.mark.parametrize("weight_map", [[], {}, {"a": 3}, "model.safetensors"])
+def test_malformed_weight_map_is_a_checkpoint_error(sharded, weight_map):
+    folder, index = sharded
+    _write_index(folder, {**index, "weight_map": weight_map})
+    with pytest.raises(CheckpointError, match="malformed weight_map"):
+        siglip.SiglipVisionModel.from_pretrained(folder)
