@@ -125,3 +125,31 @@ def test_malformed_weight_map_is_a_checkpoint_error(sharded, weight_map):
     _write_index(folder, {**index, "weight_map": weight_map})
     with pytest.raises(CheckpointError, match="malformed weight_map"):
         siglip.SiglipVisionModel.from_pretrained(folder)
+
+
+def test_integer_tensor_for_a_float_weight_is_a_checkpoint_error(tmp_path):
+    from conftest import TINY_CONFIGS
+    from safetensors.torch import load_file, save_file
+
+    siglip.SiglipVisionModel(siglip.SiglipVisionConfig(**TINY_CONFIGS["no_vision_head"][1])).save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    for dtype in (torch.int64, torch.bool):
+        state["post_layernorm.weight"] = torch.ones_like(state["post_layernorm.weight"], dtype=dtype)
+        save_file(state, tmp_path / "model.safetensors")
+        with pytest.raises(CheckpointError, match="post_layernorm.weight: checkpoint dtype"):
+            siglip.SiglipVisionModel.from_pretrained(tmp_path)
+
+
+def test_duplicate_key_loads_from_the_shard_the_index_names(sharded):
+    from safetensors.torch import load_file, save_file
+
+    folder, index = sharded
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) >= 2
+    key = next(k for k, v in index["weight_map"].items() if v == shards[0])  # named: the first shard
+    expected = load_file(folder / shards[0])[key]
+    tensors = load_file(folder / shards[-1])
+    tensors[key] = torch.full_like(expected, 7.0)  # a stale duplicate in the last shard (read last)
+    save_file(tensors, folder / shards[-1])
+    model = siglip.SiglipVisionModel.from_pretrained(folder)
+    assert torch.equal(model.state_dict()[key], expected)

@@ -33,6 +33,13 @@ class CheckpointFiles:
 
     paths: list[Path]
     is_pickle: bool = False
+    # Sharded checkpoints: tensor name -> the shard file the index names. The index is authoritative: a tensor
+    # that a shard holds but the index places in another shard (a duplicate) is read from the named one only.
+    owners: dict[str, Path] | None = None
+
+    def owns(self, name: str, path: Path) -> bool:
+        """Whether `name` is to be read from `path` (always, for an unsharded checkpoint)."""
+        return self.owners is None or self.owners.get(name, path) == path
 
 
 def find_weight_files(name_or_path: str | os.PathLike, options: HubOptions, allow_pickle: bool) -> CheckpointFiles:
@@ -43,12 +50,17 @@ def find_weight_files(name_or_path: str | os.PathLike, options: HubOptions, allo
             weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise CheckpointError(f"cannot read the shard index {index}: {error}") from None
-        if not isinstance(weight_map, dict) or not weight_map or not all(
-            isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items()
+        if (
+            not isinstance(weight_map, dict)
+            or not weight_map
+            or not all(isinstance(key, str) and isinstance(value, str) for key, value in weight_map.items())
         ):
-            raise CheckpointError(f"the shard index {index} has a malformed weight_map (want tensor name -> file name).")
-        shards = sorted(set(weight_map.values()))
-        return CheckpointFiles([resolve_file(name_or_path, shard, options) for shard in shards])  # type: ignore[misc]
+            raise CheckpointError(
+                f"the shard index {index} has a malformed weight_map (want tensor name -> file name)."
+            )
+        shards = {shard: resolve_file(name_or_path, shard, options) for shard in sorted(set(weight_map.values()))}
+        owners = {name: shards[shard] for name, shard in weight_map.items()}
+        return CheckpointFiles(list(shards.values()), owners=owners)  # type: ignore[arg-type]
     single = resolve_file(name_or_path, SAFE_WEIGHTS_NAME, options, required=False)
     if single is not None:
         return CheckpointFiles([single])
@@ -77,7 +89,8 @@ def iter_checkpoint_tensors(files: CheckpointFiles, device: torch.device) -> Ite
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as reader:
                 for name in reader.keys():
-                    yield name, reader.get_tensor(name)
+                    if files.owns(name, path):
+                        yield name, reader.get_tensor(name)
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} is not a valid safetensors file ({error}).") from None
 
@@ -93,8 +106,9 @@ def read_checkpoint_keys(files: CheckpointFiles) -> dict[str, tuple[tuple[int, .
         try:
             with safe_open(str(path), framework="pt") as reader:
                 for name in reader.keys():
-                    view = reader.get_slice(name)
-                    keys[name] = (tuple(view.get_shape()), view.get_dtype())
+                    if files.owns(name, path):
+                        view = reader.get_slice(name)
+                        keys[name] = (tuple(view.get_shape()), view.get_dtype())
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} is not a valid safetensors file ({error}).") from None
     return keys
@@ -137,7 +151,7 @@ def align_keys(
     """
     alignment = KeyAlignment()
     foreign = tuple(foreign_prefixes)
-    for name, (shape, _) in checkpoint.items():
+    for name, (shape, dtype) in checkpoint.items():
         target = name if name in model_shapes else None
         if target is None and prefix and name.startswith(prefix) and name[len(prefix) :] in model_shapes:
             target = name[len(prefix) :]
@@ -148,10 +162,21 @@ def align_keys(
         if tuple(shape) != tuple(model_shapes[target]):
             alignment.mismatched.append(f"{name}: checkpoint {tuple(shape)} vs model {tuple(model_shapes[target])}")
             continue
+        if not _is_float_dtype(dtype):  # every tensor of the SigLIP family is floating point
+            alignment.mismatched.append(f"{name}: checkpoint dtype {dtype}, the model needs a floating-point tensor")
+            continue
         alignment.mapping[name] = target
     covered = set(alignment.mapping.values())
     alignment.missing = sorted(key for key in model_shapes if key not in covered)
     return alignment
+
+
+def _is_float_dtype(name: str) -> bool:
+    """safetensors names (F32, BF16, F8_E4M3, I64, BOOL) and torch names (torch.float16) alike."""
+    if name.upper().startswith(("F", "BF")):
+        return True
+    dtype = getattr(torch, name.removeprefix("torch."), None)
+    return isinstance(dtype, torch.dtype) and dtype.is_floating_point
 
 
 def parse_size(size: int | str) -> int:
