@@ -153,3 +153,19 @@ def test_duplicate_key_loads_from_the_shard_the_index_names(sharded):
     save_file(tensors, folder / shards[-1])
     model = siglip.SiglipVisionModel.from_pretrained(folder)
     assert torch.equal(model.state_dict()[key], expected)
+
+
+def test_hub_cache_shard_name_with_dotdot_is_a_checkpoint_error(sharded, tmp_path):
+    import json
+
+    from siglip.hub import store_in_cache
+
+    folder, index = sharded
+    commit = store_in_cache(folder, "org/name", tmp_path / "hub")
+    snapshot_index = tmp_path / "hub" / "models--org--name" / "snapshots" / commit / "model.safetensors.index.json"
+    first = next(iter(index["weight_map"]))
+    index["weight_map"][first] = "../../../../outside.safetensors"
+    snapshot_index.unlink()
+    snapshot_index.write_text(json.dumps(index))
+    with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+        siglip.SiglipVisionModel.from_pretrained("org/name", cache_dir=tmp_path / "hub", local_files_only=True)
