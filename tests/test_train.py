@@ -269,7 +269,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         ckpt.atomic_save({"step": 2}, target)
     assert os.listdir(target.parent) == ["last.pt"]  # no temporary left behind
-    assert ckpt.load_checkpoint(target)["step"] == 1  # the previous checkpoint is intact
+    assert torch.load(target, weights_only=True)["step"] == 1  # the previous file is intact (not a full resume state)
 
 
 def test_rng_state_round_trip():
