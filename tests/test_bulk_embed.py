@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import torch
 from conftest import FIXTURES
 
 import siglip
-from siglip.bulk import embed_source, list_source, open_embeddings, read_manifest
+from siglip.bulk import Collection, embed_source, list_source, read_manifest
 from siglip.cli import main as cli_main
 from siglip.errors import InputError
 
@@ -24,18 +25,17 @@ GOOD = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "horse.png",
 
 
 def collect(folder: Path) -> tuple[list, dict[str, np.ndarray]]:
-    """(manifest rows, path -> embedding) of a finished job, asserting each item is listed once."""
-    rows = read_manifest(next(folder.glob("manifest.*")))
-    assert len({row.path for row in rows}) == len(rows)
-    vectors = {}
-    for shard_file in sorted((folder / "shards").glob("shard-*.npy")) + sorted(
-        (folder / "shards").glob("*.safetensors")
-    ):
-        shard = int(shard_file.stem.split("-")[1])
-        embeddings = open_embeddings(shard_file)
-        ok = [row for row in rows if row.shard == shard and row.status == "ok"]
-        assert len(ok) == len(embeddings)
-        vectors.update({row.path: np.array(embeddings[row.row]) for row in ok})
+    """(live manifest rows with their paths as users see them, path -> embedding) of a collection, asserting
+    each item is listed once and the manifest agrees with `Index.open` and the shards."""
+    collection = Collection.open(folder)
+    rows = [replace(row, path=collection.display_path(row)) for row in read_manifest(next(folder.glob("manifest.*")))]
+    assert len({row.key for row in rows}) == len(rows)
+    index = siglip.Index.open(folder)
+    vectors = dict(zip(index.paths, index.vectors(np.arange(len(index)))))
+    assert len(vectors) == len(index) == sum(row.status == "ok" for row in rows)
+    for row in rows:
+        if row.status == "ok":  # the manifest's (segment, shard, row) is where the embedding is
+            np.testing.assert_array_equal(collection.embeddings(row.segment, row.shard)[row.row], vectors[row.path])
     return rows, vectors
 
 
@@ -93,6 +93,7 @@ def test_mixed_folder_lists_bad_files_with_reasons(reference_checkpoint, mixed_d
     assert status["notes.txt"][0] == status["README"][0] == "unsupported"
     assert all(status[name] == ("ok", "") for name in GOOD)
     assert all(row.size == os.path.getsize(row.path) for row in rows)
+    assert all(not os.path.isabs(row.key) for row in rows)  # stored relative to the source
     good = [row.path for row in rows if row.status == "ok"]
     np.testing.assert_allclose(
         np.stack([vectors[p] for p in good]), expected_embeddings(reference_checkpoint, good), atol=1e-5
@@ -105,9 +106,11 @@ def test_mixed_folder_lists_bad_files_with_reasons(reference_checkpoint, mixed_d
         )
         == 0
     )
-    assert "(4 already done)" in capsys.readouterr().out
-    with pytest.raises(InputError, match="different job"):
-        embed_source(mixed_dir, out, model=str(reference_checkpoint), shard_size=5)
+    assert "+0 new, 0 changed, 0 deleted, 0 renamed (reused), 0 duplicates (reused), 0 corrupt; 10 unchanged" in (
+        capsys.readouterr().out
+    )
+    with pytest.raises(InputError, match="other settings.*normalized"):  # embeddings that would not mix
+        embed_source(mixed_dir, out, model=str(reference_checkpoint), normalize=False)
 
 
 def test_fast_preprocessing_options_reach_the_bulk_job(reference_checkpoint, mixed_dir, tmp_path, capsys):
@@ -125,8 +128,8 @@ def test_fast_preprocessing_options_reach_the_bulk_job(reference_checkpoint, mix
     assert np.abs(got - expected_embeddings(reference_checkpoint, good)).max() > 1e-4  # not the exact path
     with pytest.raises(InputError, match="preprocessing"):  # resuming in another mode would mix embeddings
         embed_source(mixed_dir, out, model=str(reference_checkpoint), use_fast=True)
-    assert cli_main([*args, "--fast-decode", "--fast-preprocess"]) == 0  # same mode: resumes, nothing to do
-    assert "(1 already done)" in capsys.readouterr().out
+    assert cli_main([*args, "--fast-decode", "--fast-preprocess"]) == 0  # same mode: a sync, nothing to do
+    assert "10 unchanged" in capsys.readouterr().out
 
 
 def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoint, tmp_path):
@@ -139,14 +142,17 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoi
     command = [sys.executable, "-m", "siglip", "embed", str(source), "--out", str(out)]
     command += ["--model", str(reference_checkpoint), "--shard-size", "4", "--batch-size", "4", "--no-progress"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    shards = out / "segments" / "00000" / "shards"
     deadline = time.monotonic() + 120
-    while not list((out / "shards").glob("shard-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
+    while not list(shards.glob("shard-*.parquet")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()
-    done_at_kill = len(list((out / "shards").glob("shard-*.parquet")))
+    done_at_kill = len(list(shards.glob("shard-*.parquet")))
     assert 1 <= done_at_kill < 25 and not list(out.glob("manifest.*")), "the kill did not land mid-run"
+    with pytest.raises(InputError, match="no embeddings yet"):  # nothing committed: nothing visible
+        siglip.Index.open(out)
 
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
@@ -162,7 +168,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted_run(reference_checkpoi
     assert sorted(vectors) == sorted(str(p) for p in source.iterdir() if p.suffix != ".jpg" or "broken" not in p.name)
     for path, vector in reference_vectors.items():
         np.testing.assert_allclose(vectors[path], vector, atol=1e-5)
-    assert not [p for p in (out / "shards").iterdir() if ".tmp-" in p.name]
+    assert not [p for p in shards.iterdir() if ".tmp-" in p.name]
 
 
 def test_text_file_and_table_column_sources_safetensors(reference_checkpoint, tmp_path):
@@ -229,6 +235,7 @@ def test_parquet_column_of_image_paths_csv_manifest_and_progress(
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
+    import siglip.bulk.collection
     import siglip.bulk.job
 
     source = tmp_path / "source"
@@ -237,6 +244,7 @@ def test_parquet_column_of_image_paths_csv_manifest_and_progress(
     pq.write_table(pa.table({"file": names, "n": list(range(5))}), source / "table.parquet")
     assert list_source(source / "table.parquet", column="file").kind == "text"
     monkeypatch.setattr(siglip.bulk.job, "manifest_format", lambda: "csv")
+    monkeypatch.setattr(siglip.bulk.collection, "manifest_format", lambda: "csv")
     bars = []
 
     class Bar:
@@ -265,9 +273,11 @@ def test_parquet_column_of_image_paths_csv_manifest_and_progress(
         np.stack([vectors[p] for p in good]), expected_embeddings(reference_checkpoint, good), atol=1e-5
     )
 
-    # a resumed run redoes only the unfinished shard, its bar starting at the items already done
-    (out / "shards" / "shard-00001.csv").unlink()
-    (out / "manifest.csv").unlink()
+    # a run killed before its commit (no state, one shard part missing) resumes: it redoes only that shard,
+    # its bar starting at the items already done
+    (out / "segments" / "00000" / "shards" / "shard-00001.csv").unlink()
+    for name in ("state.json", "manifest.csv", "segments/00000/changes.csv"):
+        (out / name).unlink()
     summary = embed_source(source / "table.parquet", out, **run)
     assert (summary.resumed_shards, bars[1].total, bars[1].initial, bars[1].count) == (2, 5, 3, 5)
     assert [(r.path, r.status, r.error) for r in collect(out)[0]] == [(r.path, r.status, r.error) for r in rows]

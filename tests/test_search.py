@@ -176,7 +176,7 @@ def test_cli_embed_index_search_table_and_json(reference_checkpoint, tmp_path):
     for extra in ([], ["--ann"]):
         result = run_cli("search", str(out), "--image", str(query), "--json", "-k", "3", *extra)
         assert result.returncode == 0, result.stderr
-        (record,) = json.loads(result.stdout)
+        (record,) = [json.loads(line) for line in result.stdout.splitlines()]  # JSON lines: one per query
         assert record["query"] == str(query) and len(record["results"]) == 3
         assert record["results"][0]["path"] == str(source / "coffee.png") and record["results"][0]["score"] > 0.95
 

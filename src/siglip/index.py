@@ -5,16 +5,22 @@
     hits = index.search_image(["query.jpg"], k=5)[0]      # image -> image
     scores, ids = index.search_arrays(query_embeddings, k=10)
 
-Scores are cosine similarities (embeddings and queries are L2-normalised). Exact search streams every shard
-through the CPU in chunks, so memory stays bounded whatever the collection size. `build_ann()` (what
-`siglip index DIR` runs) writes an HNSW graph to `ann.usearch` and measures its recall@k against exact search;
-`search(..., ann=True)` then answers from the graph.
+Scores are cosine similarities (embeddings and queries are L2-normalised), clipped to [-1, 1]. Exact search
+streams every live row through the CPU in chunks, so memory stays bounded whatever the collection size; rows
+a sync deleted or replaced are never seen (`Index.open` reads the collection's live view). `build_ann()`
+(what `siglip index DIR` runs) writes an HNSW graph to `ann.usearch` and measures its recall@k against exact
+search; `search(..., ann=True)` then answers from the graph, which records the collection state it was built
+for: a graph of an older state is refused (`StaleAnnError`), never used. `select(under=, glob=, where=)` gives
+a filter mask for `search(..., mask=)`: exact search applies it before the top-k, ANN over-fetches and re-checks.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +56,11 @@ class AnnInfo:
     recall_at_k: float
     k: int
     queries: int
+    generation: int = 0  # the collection state (`state.json` generation) the graph covers
+
+
+class StaleAnnError(InputError):
+    """The ANN graph was built for another state of the collection: rebuild it with `siglip index DIR`."""
 
 
 def _normalize(rows: np.ndarray) -> np.ndarray:
@@ -85,40 +96,76 @@ class Index:
         normalized: bool = True,
         model: str | None = None,
         folder: Path | None = None,
+        rows: list[np.ndarray | None] | None = None,
+        keys: list[str] | None = None,
+        meta: list[str] | None = None,
+        generation: int = 0,
+        root: str = "",
     ) -> None:
-        if sum(len(shard) for shard in shards) != len(paths):
-            raise InputError(f"{sum(len(s) for s in shards)} embeddings but {len(paths)} paths")
+        """`shards[i]` holds embeddings; `rows[i]` (None: all) the rows of it that are items, in id order."""
+        self.rows = rows if rows is not None else [None] * len(shards)
+        counts = [len(shard) if sel is None else len(sel) for shard, sel in zip(shards, self.rows)]
+        if sum(counts) != len(paths):
+            raise InputError(f"{sum(counts)} embeddings but {len(paths)} paths")
         self.shards, self.paths, self.normalized = shards, paths, normalized
-        self.model_name, self.folder = model, folder
+        self.counts = counts
+        self.keys = keys if keys is not None else paths
+        self.meta = meta if meta is not None else [""] * len(paths)
+        self.model_name, self.folder, self.generation, self.root = model, folder, generation, root
         self.dim = shards[0].shape[1] if shards else 0
         self._ann: Any = None
         self._encoder: tuple[Any, Any] | None = None
 
     @classmethod
     def open(cls, folder: str | Path) -> Index:
-        """The collection in a bulk job's output folder (its finished shards; the job may be incomplete)."""
-        from .bulk.job import JOB_FILE, JobSpec, plan_shards
-        from .bulk.writer import open_embeddings, read_manifest, shard_paths
+        """The live items of a collection (`siglip embed SOURCE --out DIR`), memory-mapped: every item a
+        committed sync left, none it deleted (an unfinished first job shows its finished shards)."""
+        from .bulk.collection import Collection
 
-        folder = Path(folder)
-        if not (folder / JOB_FILE).is_file():
-            raise InputError(f"{folder} is not a `siglip embed ... --out DIR` folder (no {JOB_FILE})")
-        spec = JobSpec(**json.loads((folder / JOB_FILE).read_text(encoding="utf-8")))
-        shards, paths = [], []
-        for shard in plan_shards(spec.count, spec.shard_size):
-            embeddings_path, manifest_path = shard_paths(folder, shard.index, spec.format, spec.manifest)
-            if not manifest_path.exists():
-                continue  # not finished yet
-            rows = [row for row in read_manifest(manifest_path) if row.status == "ok"]
-            embeddings = open_embeddings(embeddings_path)
-            if len(rows) != len(embeddings):
-                raise InputError(f"{embeddings_path} holds {len(embeddings)} rows, its manifest {len(rows)}")
-            if len(rows):
-                shards.append(embeddings)
-                paths.extend(row.path for row in sorted(rows, key=lambda row: row.row))
+        for attempt in range(3):
+            try:
+                return cls._from_collection(Collection.open(folder))
+            except FileNotFoundError:  # a compaction replaced the segments meanwhile: read the new state
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _from_collection(cls, collection: Any) -> Index:
+        folder = collection.folder
+        groups: dict[tuple[str, int], list[Any]] = {}
+        live = [row for row in collection.live().values() if row.status == "ok"]
+        for row in live:
+            groups.setdefault((row.segment, row.shard), []).append(row)
+        order = {segment: i for i, segment in enumerate(collection.state.segments)}
+        shards, rows, paths, keys, meta = [], [], [], [], []
+        for segment, shard in sorted(groups, key=lambda group: (order.get(group[0], -1), group[1])):
+            members = sorted(groups[segment, shard], key=lambda row: row.row)
+            embeddings = collection.embeddings(segment, shard)
+            if members[-1].row >= len(embeddings):
+                raise InputError(f"{folder}/{segment} shard {shard} holds {len(embeddings)} rows, its manifest more")
+            selection = np.array([row.row for row in members], dtype=np.int64)
+            whole = len(selection) == len(embeddings) and bool((selection == np.arange(len(embeddings))).all())
+            shards.append(embeddings)
+            rows.append(None if whole else selection)
+            paths.extend(collection.display_path(row) for row in members)
+            keys.extend(row.key for row in members)
+            meta.extend(row.meta for row in members)
         if not paths:
             raise InputError(f"{folder} holds no embeddings yet: run `siglip embed SOURCE --out {folder}` first")
-        return cls(shards, paths, normalized=spec.normalized, model=spec.model, folder=folder)
+        settings = collection.settings
+        return cls(
+            shards,
+            paths,
+            normalized=settings.normalized,
+            model=settings.model,
+            folder=folder,
+            rows=rows,
+            keys=keys,
+            meta=meta,
+            generation=collection.state.generation,
+            root=collection.state.root,
+        )
 
     @classmethod
     def from_embeddings(cls, embeddings: np.ndarray, paths: list[str] | None = None) -> Index:
@@ -131,8 +178,12 @@ class Index:
 
     # exact and approximate search --------------------------------------------------------------------------------
 
-    def search_arrays(self, queries: Any, k: int = 10, *, ann: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, ids), each (Q, k'), best first, k' = min(k, len(self)); `queries` is (Q, D) or (D,)."""
+    def search_arrays(
+        self, queries: Any, k: int = 10, *, ann: bool = False, mask: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, ids), each (Q, k'), best first, k' = min(k, len(self)); `queries` is (Q, D) or (D,).
+        `mask` (bool, one per item, see `select`) keeps only the items it marks: k' = min(k, mask.sum()), and
+        a query with fewer matches than k' pads with id -1 and score -inf."""
         queries = np.asarray(queries, dtype=np.float32)
         queries = queries[None, :] if queries.ndim == 1 else queries
         if queries.ndim != 2 or queries.shape[1] != self.dim:
@@ -142,27 +193,44 @@ class Index:
         queries = _normalize(queries)
         if k < 1:
             raise InputError(f"k must be >= 1, got {k}")
-        k = min(k, len(self))
-        return self._search_ann(queries, k) if ann else self._search_exact(queries, k)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (len(self),):
+                raise InputError(f"mask must hold one bool per item ({len(self)}), got shape {mask.shape}")
+        k = min(k, len(self) if mask is None else int(mask.sum()))
+        if k == 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        scores, ids = self._search_ann(queries, k, mask) if ann else self._search_exact(queries, k, mask)
+        return np.clip(scores, -1.0, 1.0), ids  # stored rows are fp32-normalised; rounding may still pass 1
 
-    def _search_exact(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def blocks(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first id, float32 unit rows) of every item in id order, in chunks of at most CHUNK_ROWS rows."""
+        offset = 0
+        for shard, selection, count in zip(self.shards, self.rows, self.counts):
+            for start in range(0, count, CHUNK_ROWS):
+                stop = min(start + CHUNK_ROWS, count)
+                chunk = shard[start:stop] if selection is None else shard[selection[start:stop]]
+                chunk = np.asarray(chunk, dtype=np.float32)
+                yield offset + start, chunk if self.normalized else _normalize(chunk)
+            offset += count
+
+    def _search_exact(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         best_scores = np.full((len(queries), 0), -np.inf, np.float32)
         best_ids = np.zeros((len(queries), 0), np.int64)
-        offset = 0
-        for shard in self.shards:
-            for start in range(0, len(shard), CHUNK_ROWS):
-                chunk = np.asarray(shard[start : start + CHUNK_ROWS], dtype=np.float32)
-                chunk = chunk if self.normalized else _normalize(chunk)
-                scores = queries @ chunk.T
-                ids = np.broadcast_to(np.arange(offset + start, offset + start + len(chunk)), scores.shape)
-                scores, ids = _top_k(scores, ids, k)
-                best_scores, best_ids = _top_k(np.hstack([best_scores, scores]), np.hstack([best_ids, ids]), k)
-            offset += len(shard)
+        for offset, chunk in self.blocks():
+            ids = np.arange(offset, offset + len(chunk))
+            if mask is not None:
+                keep = mask[offset : offset + len(chunk)]
+                if not keep.any():
+                    continue
+                chunk, ids = chunk[keep], ids[keep]
+            scores = queries @ chunk.T
+            scores, ids = _top_k(scores, np.broadcast_to(ids, scores.shape), k)
+            best_scores, best_ids = _top_k(np.hstack([best_scores, scores]), np.hstack([best_ids, ids]), k)
         return best_scores, best_ids
 
-    def _search_ann(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        graph = self.ann()
-        matches = graph.search(queries, k)
+    def _graph_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        matches = self.ann().search(queries, k)
         ids = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
         scores = (1.0 - np.asarray(matches.distances, dtype=np.float32)).reshape(len(queries), -1)
         counts = getattr(matches, "counts", None)  # a single query gives `Matches`, several `BatchMatches`
@@ -171,13 +239,69 @@ class Index:
         ids[missing], scores[missing] = -1, -np.inf
         return scores, ids
 
-    def search(self, queries: Any, k: int = 10, *, ann: bool = False) -> list[list[Hit]]:
-        """For each query embedding, its k nearest items as `Hit`s, best first."""
-        scores, ids = self.search_arrays(queries, k, ann=ann)
+    def _search_ann(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """From the graph; with a mask, fetch 4x k, keep the matches the mask marks, and fetch 4x more while a
+        query has fewer than k of them; queries still short when the fetch covers the collection go exact."""
+        if mask is None:
+            return self._graph_search(queries, k)
+        fetch = min(len(self), 4 * k)
+        while True:
+            scores, ids = self._graph_search(queries, fetch)
+            keep = (ids >= 0) & mask[np.maximum(ids, 0)]
+            short = keep.sum(axis=1) < k
+            if not short.any() or fetch >= len(self):
+                break
+            fetch = min(len(self), fetch * 4)
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]  # the kept ones first, in score order
+        scores, ids = np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
+        kept = np.take_along_axis(keep, order, 1)
+        scores[~kept], ids[~kept] = -np.inf, -1
+        if short.any():
+            scores[short], ids[short] = self._search_exact(queries[short], k, mask)
+        return scores, ids
+
+    def search(
+        self, queries: Any, k: int = 10, *, ann: bool = False, mask: np.ndarray | None = None
+    ) -> list[list[Hit]]:
+        """For each query embedding, its k nearest items (among `mask`'s, when given) as `Hit`s, best first."""
+        scores, ids = self.search_arrays(queries, k, ann=ann, mask=mask)
         return [
             [Hit(self.paths[i], float(s), int(i)) for s, i in zip(row_scores, row_ids) if i >= 0]
             for row_scores, row_ids in zip(scores, ids)
         ]
+
+    # filters ----------------------------------------------------------------------------------------------------
+
+    def select(
+        self, *, under: str | None = None, glob: str | None = None, where: list[str] | None = None
+    ) -> np.ndarray:
+        """A bool mask of the items that are under the folder `under` (relative to the source, or absolute),
+        whose key or path matches the shell pattern `glob` (`*` also crosses folders), and whose table row has
+        each `column=value` of `where` (values compared as strings)."""
+        keep = np.ones(len(self), dtype=bool)
+        if under is not None:
+            base = os.path.relpath(under, self.root) if os.path.isabs(under) and self.root else under
+            base = os.path.normpath(base).strip(os.sep)
+            base = "" if base == "." else base
+            keep &= np.array([not base or k == base or k.startswith(base + os.sep) for k in self.keys], dtype=bool)
+        if glob is not None:
+            keep &= np.array(
+                [fnmatch.fnmatchcase(k, glob) or fnmatch.fnmatchcase(p, glob) for k, p in zip(self.keys, self.paths)],
+                dtype=bool,
+            )
+        for condition in where or []:
+            column, separator, value = condition.partition("=")
+            if not separator or not column:
+                raise InputError(f"--where takes COLUMN=VALUE, got {condition!r}")
+            records = [json.loads(m) if m else {} for m in self.meta]
+            if not any(column in record for record in records):
+                names = sorted({name for record in records for name in record})
+                raise InputError(
+                    f"no item has a column {column!r}"
+                    + (f"; columns: {', '.join(names)}" if names else ": --where needs a CSV/Parquet source")
+                )
+            keep &= np.array([str(record.get(column)) == value for record in records], dtype=bool)
+        return keep
 
     # queries from texts and images ----------------------------------------------------------------------------
 
@@ -197,23 +321,38 @@ class Index:
         return self._encoder
 
     def search_text(
-        self, texts: list[str], k: int = 10, *, ann: bool = False, model: Any = None, processor: Any = None
+        self,
+        texts: list[str],
+        k: int = 10,
+        *,
+        ann: bool = False,
+        model: Any = None,
+        processor: Any = None,
+        mask: np.ndarray | None = None,
     ) -> list[list[Hit]]:
-        """Text -> collection: the k best items for each text."""
+        """Text -> collection: the k best items for each text (among `mask`'s, see `select`)."""
         from .encode import encode_texts
 
         model, processor = self.encoder(model, processor)
-        return self.search(encode_texts(model, processor, list(texts)).float().numpy(), k, ann=ann)
+        queries = encode_texts(model, processor, list(texts), normalize=False).float().numpy()
+        return self.search(queries, k, ann=ann, mask=mask)
 
     def search_image(
-        self, images: list[Any], k: int = 10, *, ann: bool = False, model: Any = None, processor: Any = None
+        self,
+        images: list[Any],
+        k: int = 10,
+        *,
+        ann: bool = False,
+        model: Any = None,
+        processor: Any = None,
+        mask: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Image -> collection: the k best items for each image (paths, URLs or PIL images)."""
         from .encode import iter_encoded_images
 
         model, processor = self.encoder(model, processor)
         embeddings = [e.float().numpy() for _, e in iter_encoded_images(model, processor, list(images))]
-        return self.search(np.concatenate(embeddings), k, ann=ann)
+        return self.search(np.concatenate(embeddings), k, ann=ann, mask=mask)
 
     # the ANN graph -----------------------------------------------------------------------------------------------
 
@@ -225,8 +364,12 @@ class Index:
             if meta is None or not meta.exists():
                 raise InputError("no ANN index: build one with `siglip index DIR` (or Index.build_ann())")
             info = AnnInfo(**json.loads(meta.read_text(encoding="utf-8")))
-            if info.count != len(self):
-                raise InputError(f"the ANN index covers {info.count} items, the collection {len(self)}: rebuild it")
+            if info.count != len(self) or info.generation != self.generation:
+                raise StaleAnnError(
+                    f"the ANN index of {self.folder} is stale (built for state {info.generation} with {info.count} "
+                    f"items, the collection is at state {self.generation} with {len(self)}): rebuild it with "
+                    f"`siglip index {self.folder}` (a sync rebuilds it too)"
+                )
             self._ann = UsearchIndex.restore(str(self.folder / ANN_FILE), view=True)
         return self._ann
 
@@ -256,13 +399,8 @@ class Index:
             expansion_add=expansion_add,
             expansion_search=expansion_search,
         )
-        offset = 0
-        for shard in self.shards:
-            for start in range(0, len(shard), CHUNK_ROWS):
-                chunk = np.asarray(shard[start : start + CHUNK_ROWS], dtype=np.float32)
-                chunk = chunk if self.normalized else _normalize(chunk)
-                graph.add(np.arange(offset + start, offset + start + len(chunk), dtype=np.uint64), chunk)
-            offset += len(shard)
+        for offset, chunk in self.blocks():
+            graph.add(np.arange(offset, offset + len(chunk), dtype=np.uint64), chunk)
         build_seconds = time.perf_counter() - started
         self._ann = graph
         sample = self.perturbed_queries(queries, seed)
@@ -278,6 +416,7 @@ class Index:
             recall,
             k,
             len(sample),
+            self.generation,
         )
         if self.folder is not None:
             atomic_write(self.folder / ANN_FILE, lambda tmp: graph.save(str(tmp)))
@@ -288,16 +427,19 @@ class Index:
         """`count` random rows with Gaussian noise of norm ~0.5 added (cosine ~0.9 to their row), normalised."""
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(len(self), size=min(count, len(self)), replace=False))
-        picked = np.concatenate(self._rows(rows)) if len(rows) else np.empty((0, self.dim), np.float32)
+        picked = self.vectors(rows)
         noise = rng.standard_normal(picked.shape).astype(np.float32) * (0.5 / np.sqrt(self.dim))
         return _normalize(_normalize(picked) + noise)
 
-    def _rows(self, rows: np.ndarray) -> list[np.ndarray]:
-        bounds = np.cumsum([0] + [len(shard) for shard in self.shards])
-        return [
-            np.asarray(shard[rows[(rows >= lo) & (rows < hi)] - lo], dtype=np.float32)
-            for shard, lo, hi in zip(self.shards, bounds[:-1], bounds[1:])
-        ]
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The float32 rows of items `ids` (sorted ascending), as stored."""
+        ids = np.asarray(ids, dtype=np.int64)
+        bounds = np.cumsum([0, *self.counts])
+        parts = []
+        for shard, selection, lo, hi in zip(self.shards, self.rows, bounds[:-1], bounds[1:]):
+            local = ids[(ids >= lo) & (ids < hi)] - lo
+            parts.append(np.asarray(shard[local if selection is None else selection[local]], dtype=np.float32))
+        return np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
 
     def recall(self, queries: np.ndarray, k: int = 10) -> float:
         """recall@k of the ANN graph: the share of the exact top-k that the graph's top-k finds."""
@@ -305,3 +447,24 @@ class Index:
         _, approximate = self.search_arrays(queries, k, ann=True)
         found = sum(len(np.intersect1d(e, a)) for e, a in zip(exact, approximate))
         return found / exact.size if exact.size else 1.0
+
+
+def refresh_ann(folder: str | Path) -> str | None:
+    """After a sync: rebuild the folder's ANN graph (with its recorded parameters) when it no longer matches
+    the collection; returns what was done, None when there is no graph or it is current."""
+    folder = Path(folder)
+    if not (folder / ANN_META).is_file():
+        return None
+    info = AnnInfo(**json.loads((folder / ANN_META).read_text(encoding="utf-8")))
+    index = Index.open(folder)
+    if info.count == len(index) and info.generation == index.generation:
+        return None
+    rebuilt = index.build_ann(
+        dtype=info.dtype,
+        connectivity=info.connectivity,
+        expansion_add=info.expansion_add,
+        expansion_search=info.expansion_search,
+        k=info.k,
+        queries=info.queries,
+    )
+    return f"rebuilt the ANN index: {rebuilt.count} items, recall@{rebuilt.k} {rebuilt.recall_at_k:.4f}"

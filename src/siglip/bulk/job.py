@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -73,6 +74,7 @@ class JobSpec:
     normalized: bool
     dim: int
     preprocessing: str = "exact"  # "exact", or "+"-joined "fast_decode" / "use_fast" (approximate modes)
+    root: str = ""  # the folder image items are relative to ("" for texts and jobs made before collections)
 
 
 @dataclass
@@ -87,6 +89,10 @@ class JobSummary:
     resumed_shards: int
     seconds: float
     failures: list[ManifestRow] = field(default_factory=list)
+    peak_buffered: int = 0  # most decoded images held at once (bounded whatever the batch size)
+    notes: list[str] = field(default_factory=list)  # warnings for the user (e.g. a capped batch size)
+    changes: str = ""  # what the sync did: "+120 new, 3 changed, 7 deleted, ..."
+    plan: Any = None  # the `sync.SyncPlan` it carried out
 
     def line(self) -> str:
         return (
@@ -117,6 +123,7 @@ class BulkJob:
         fmt: str = "npy",
         normalize: bool = True,
         preprocessing: str = "exact",
+        root: str = "",
     ) -> BulkJob:
         """Start a job in `out`, or resume the one there (which must have the same plan, preprocessing included:
         embeddings from the exact and the approximate image paths never mix in one job)."""
@@ -134,6 +141,7 @@ class BulkJob:
             normalized=normalize,
             dim=dim,
             preprocessing=preprocessing,
+            root=root,
         )
         out = Path(out)
         job_file = out / JOB_FILE
@@ -151,8 +159,8 @@ class BulkJob:
     @staticmethod
     def _check_resume(job_file: Path, planned: JobSpec) -> JobSpec:
         recorded = JobSpec(**json.loads(job_file.read_text(encoding="utf-8")))
-        planned_fields = [item.name for item in fields(JobSpec) if item.name not in ("source", "manifest")]
-        for name in planned_fields:  # all but the source's name and the manifest format (the recorded one wins)
+        planned_fields = [item.name for item in fields(JobSpec) if item.name not in ("source", "manifest", "root")]
+        for name in planned_fields:  # all but the source's name and root, and the manifest format (recorded wins)
             if getattr(recorded, name) != getattr(planned, name):
                 raise InputError(
                     f"{job_file.parent} holds a different job ({name}: {getattr(recorded, name)!r} there, "
@@ -208,14 +216,28 @@ class ShardAssembler:
 
     def _commit(self, shard: Shard, results: dict[int, tuple[str, str, np.ndarray | None]]) -> None:
         rows, vectors = [], []
+        source = self.job.source
         for position in range(shard.start, shard.stop):
             status, error, embedding = results[position]
-            item = self.job.source.items[position]
             row = -1
             if status == "ok":
                 row = len(vectors)
                 vectors.append(embedding)
-            rows.append(ManifestRow(item, item_size(item, self.job.spec.kind), status, error, shard.index, row))
+            size = source.sizes[position] if source.sizes else item_size(source.locate(position), source.kind)
+            rows.append(
+                ManifestRow(
+                    source.items[position],
+                    size,
+                    status,
+                    error,
+                    shard.index,
+                    row,
+                    key=source.keys[position],
+                    mtime_ns=source.mtimes[position] if source.mtimes else -1,
+                    hash=source.hashes[position] if source.hashes else "",
+                    meta=source.meta[position],
+                )
+            )
         matrix = np.stack(vectors) if vectors else np.empty((0, self.job.spec.dim), np.float32)
         self.job.commit(shard, matrix, rows)
         self.committed += 1
@@ -231,6 +253,61 @@ def item_size(item: str, kind: str) -> int:
         return -1
 
 
+MAX_BATCH_SIZE = 256  # images per forward pass at most: decoded batches in flight are what bounds memory
+PREFETCH = 2  # batches decoded ahead of the model
+
+
+class BufferGauge:
+    """Counts decoded images not yet embedded (thread-safe) and remembers the peak: the job's memory bound."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current = self.peak = 0
+
+    def add(self, count: int) -> None:
+        with self.lock:
+            self.current += count
+            self.peak = max(self.peak, self.current)
+
+
+def fp32_features(features: Any, normalize: bool) -> np.ndarray:
+    """Model features as float32 rows, L2-normalised in float32 (a bf16 normalisation leaves norms up to ~1.004,
+    cosines above 1)."""
+    from ..modeling.model import l2_normalize
+
+    features = features.float()
+    return (l2_normalize(features) if normalize else features).cpu().numpy()
+
+
+def item_loader(source: SourceItems, processor: Any, honor_exif: bool) -> Callable[[int], Any]:
+    """`load(position)`: item `position` decoded and preprocessed alone (a batch of one). Whatever goes wrong
+    with one item (a decoder's TypeError, struct.error or KeyError as much as an ImageError) becomes an
+    `ImageError` naming it, so the job records it in the manifest and goes on."""
+    from ..encode import draft_size, load_rgb
+    from ..errors import ImageError
+    from .webdataset import read_member
+
+    draft = draft_size(processor)
+
+    def load(position: int) -> Any:
+        located = source.locate(position)
+        try:
+            image = load_rgb(read_member(located) or located, honor_exif=honor_exif, draft_size=draft)
+            return dict(processor(images=[image], return_tensors="pt"))
+        except ImageError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any per-item failure is recorded, never fatal
+            raise ImageError(f"cannot read image {located}: {type(error).__name__}: {error}") from None
+
+    return load
+
+
+def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    import torch
+
+    return {key: torch.cat([one[key] for one in inputs]) for key in inputs[0]}
+
+
 def run_local(
     job: BulkJob,
     model: Any,
@@ -240,21 +317,29 @@ def run_local(
     workers: int | None = None,
     honor_exif: bool = True,
     progress: Callable[[int], Any] | None = None,
-) -> None:
+    max_batch_size: int = MAX_BATCH_SIZE,
+) -> BufferGauge:
     """Embed the job's pending shards in this process: worker threads decode upcoming batches while the model
-    runs (`encode.iter_encoded_images`); each shard is committed as soon as its last item is done."""
-    from ..encode import encode_texts, iter_encoded_images
+    runs (`image.batches.iter_image_batches`); each shard is committed as soon as its last item is done.
+    `batch_size` is capped at `max_batch_size` (the caller warns), so at most (PREFETCH + 2) x that many decoded
+    images are held at once whatever was asked. Returns the gauge of decoded images held."""
+    import torch
 
+    from ..encode import encode_texts, model_inputs
+    from ..image.batches import iter_image_batches
+
+    batch_size = min(batch_size, max_batch_size)
+    gauge = BufferGauge()
     pending = job.pending()
     assembler = ShardAssembler(job, pending)
     items, normalize = job.source.items, job.spec.normalized
     if job.spec.kind == "text":
         for shard in pending:
             texts = items[shard.start : shard.stop]
-            embeddings = encode_texts(model, processor, texts, batch_size, normalize=normalize, progress=progress)
-            for position, vector in zip(range(shard.start, shard.stop), embeddings.float().cpu().numpy()):
+            features = encode_texts(model, processor, texts, batch_size, normalize=False, progress=progress)
+            for position, vector in zip(range(shard.start, shard.stop), fp32_features(features, normalize)):
                 assembler.add(shard.index, position, "ok", embedding=vector)
-        return
+        return gauge
     # (shard, source position) of every item the decoders will see; unsupported files are settled right away.
     owners: list[tuple[int, int]] = []
     for shard in pending:
@@ -266,22 +351,26 @@ def run_local(
                 assembler.add(shard.index, position, "unsupported", f"not an image file (suffix {suffix})")
                 if progress is not None:
                     progress(1)
-    paths = [items[position] for _, position in owners]
-    batches = iter_encoded_images(
-        model,
-        processor,
-        paths,
-        batch_size,
-        normalize=normalize,
-        skip_errors=True,
-        honor_exif=honor_exif,
-        workers=workers,
+    load = item_loader(job.source, processor, honor_exif)
+
+    def counted_load(position: int) -> Any:
+        inputs = load(position)
+        gauge.add(1)
+        return inputs
+
+    positions = [position for _, position in owners]
+    batches = iter_image_batches(
+        positions, _stack, batch_size, load=counted_load, skip_errors=True, workers=workers, prefetch=PREFETCH
     )
-    for batch, embeddings in batches:
+    for batch in batches:
         for index, error in batch.failures:
             assembler.add(*owners[index], "corrupt", str(error))
-        if embeddings is not None:
-            for index, vector in zip(batch.indices, embeddings.float().cpu().numpy()):
+        if batch.inputs is not None:
+            with torch.inference_mode():
+                features = model.get_image_features(**model_inputs(batch.inputs, model.device, model.dtype))
+            for index, vector in zip(batch.indices, fp32_features(features, normalize)):
                 assembler.add(*owners[index], "ok", embedding=vector)
+            gauge.add(-len(batch.indices))
         if progress is not None:
             progress(len(batch.indices) + len(batch.failures))
+    return gauge

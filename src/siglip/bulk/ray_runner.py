@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyError, ImageError
-from .job import BulkJob, ShardAssembler
+from .job import BulkJob, ShardAssembler, fp32_features
 from .sources import is_supported_image
 
 STATUS, ERROR = "status", "error"
@@ -56,6 +56,7 @@ def decode_images(
     from PIL import Image
 
     from ..encode import draft_size, load_rgb
+    from .webdataset import read_member
 
     processor = _processor(model, revision, use_fast, fast_decode)
     draft = draft_size(processor)
@@ -66,9 +67,12 @@ def decode_images(
             status, error = "unsupported", f"not an image file (suffix {os.path.splitext(path)[1] or '(none)'})"
         else:
             try:
-                image = load_rgb(path, honor_exif=honor_exif, draft_size=draft)
+                image = load_rgb(read_member(path) or path, honor_exif=honor_exif, draft_size=draft)
+                image.load()
             except ImageError as failure:
                 status, error = "corrupt", str(failure)
+            except Exception as failure:  # noqa: BLE001 - any per-item failure is recorded, never fatal
+                status, error = "corrupt", f"cannot read image {path}: {type(failure).__name__}: {failure}"
         statuses.append(status)
         errors.append(error)
         images.append(image)
@@ -102,7 +106,6 @@ class ImageEmbedder(_Embedder):
         import torch
 
         from ..encode import model_inputs
-        from ..modeling.model import l2_normalize
 
         ok = np.flatnonzero(batch[STATUS] == "ok")
         dim = self.model.config.vision_config.hidden_size
@@ -115,8 +118,7 @@ class ImageEmbedder(_Embedder):
             }
             with torch.inference_mode():
                 features = self.model.get_image_features(**model_inputs(inputs, self.model.device, self.model.dtype))
-            features = l2_normalize(features) if self.normalize else features
-            embeddings[ok] = features.float().cpu().numpy()
+            embeddings[ok] = fp32_features(features, self.normalize)
         return {**{key: batch[key] for key in ("shard", "position", STATUS, ERROR)}, "embedding": embeddings}
 
 
@@ -128,14 +130,14 @@ class TextEmbedder(_Embedder):
 
         texts = [str(text) for text in batch["item"]]
         processor = _processor(self.model_name, self.revision)
-        embeddings = encode_texts(self.model, processor, texts, max(1, len(texts)), normalize=self.normalize)
+        features = encode_texts(self.model, processor, texts, max(1, len(texts)), normalize=False)
         ok = np.array(["ok"] * len(texts), dtype=object)
         return {
             "shard": batch["shard"],
             "position": batch["position"],
             STATUS: ok,
             ERROR: np.array([""] * len(texts), dtype=object),
-            "embedding": embeddings.float().cpu().numpy(),
+            "embedding": fp32_features(features, self.normalize),
         }
 
 
@@ -162,9 +164,8 @@ def run_ray(
     pending = job.pending()
     if not pending:
         return
-    items = job.source.items
     records = [
-        {"shard": shard.index, "position": position, "item": items[position]}
+        {"shard": shard.index, "position": position, "item": job.source.locate(position)}
         for shard in pending
         for position in range(shard.start, shard.stop)
     ]

@@ -1,37 +1,91 @@
-"""What a bulk job embeds: the items of a folder tree, a text file or a CSV/Parquet column, in a fixed order.
+"""What a bulk job embeds: the items of a folder tree, a text file, a CSV/Parquet column or webdataset tars.
 
-The order is the job's identity: shards are cut from it, so listing the same source twice must give the
-same list. Folders are walked fully and sorted by path (every file, so that unsupported ones are listed in
-the manifest too); text files keep their line order; table columns keep their row order.
+Every item has a *key*, its identity inside a collection: a folder's files by their path relative to the
+folder (so a collection does not depend on the working directory it was made from), a table's rows by `key`
+column (default: the embedded value), a text file's lines by their text, a tar member by `TAR/MEMBER`. Keys
+are unique (a repeated text gets an occurrence suffix). The order is fixed: folders are walked fully and sorted
+by path (every file, so that unsupported ones are listed in the manifest too); texts and tables keep their order.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import InputError
 from ..image.batches import IMAGE_SUFFIXES
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+KEY_SEPARATOR = "\x1f"  # between a repeated text and its occurrence number in its key
 
 
 @dataclass
 class SourceItems:
-    """The items of a source: `kind` is "image" (items are file paths) or "text" (items are the texts)."""
+    """The items of a source: `kind` is "image" (items are file paths, relative to `root` when it is set) or
+    "text" (items are the texts). `keys` name the items in a collection; `meta` holds a table row's other
+    columns (JSON) for `siglip search --where`. `sizes`, `mtimes` and `hashes` are filled by a sync's scan."""
 
     kind: str
     items: list[str]
+    root: str = ""
+    keys: list[str] = field(default_factory=list)
+    meta: list[str] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    mtimes: list[int] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = unique_keys(self.items)
+        if not self.meta:
+            self.meta = [""] * len(self.items)
+
+    def locate(self, position: int) -> str:
+        """What to read for item `position`: an absolute path (image items) or the text."""
+        item = self.items[position]
+        return os.path.join(self.root, item) if self.kind == "image" and self.root and item else item
 
     def fingerprint(self) -> str:
         """A digest of the ordered items: a resumed job checks it to be sure it continues the same work."""
         digest = hashlib.sha256(self.kind.encode())
-        for item in self.items:
+        for position, item in enumerate(self.items):
             digest.update(b"\0" + item.encode("utf-8", "surrogatepass"))
+            if self.hashes:
+                digest.update(b"\1" + self.hashes[position].encode())
         return digest.hexdigest()
+
+    def subset(self, positions: list[int]) -> SourceItems:
+        """The items at `positions`, with their keys, metadata and scan results."""
+
+        def pick(values: list[Any]) -> list[Any]:
+            return [values[p] for p in positions] if values else []
+
+        return SourceItems(
+            self.kind,
+            pick(self.items),
+            self.root,
+            pick(self.keys),
+            pick(self.meta),
+            pick(self.sizes),
+            pick(self.mtimes),
+            pick(self.hashes),
+        )
+
+
+def unique_keys(values: list[str]) -> list[str]:
+    """`values` made unique: the n-th repeat (n >= 2) of a value gets `KEY_SEPARATOR` + n appended."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for value in values:
+        seen[value] += 1
+        keys.append(value if seen[value] == 1 else f"{value}{KEY_SEPARATOR}{seen[value]}")
+    return keys
 
 
 def is_supported_image(path: str) -> bool:
@@ -40,61 +94,99 @@ def is_supported_image(path: str) -> bool:
 
 
 def list_folder(folder: Path, exclude: Path | None = None) -> list[str]:
-    """Every regular file under `folder` (hidden files and the `exclude` tree left out), sorted by path."""
+    """Every regular file under `folder` (hidden files and the `exclude` tree left out), relative to `folder`,
+    sorted."""
     found = []
     excluded = os.path.realpath(exclude) if exclude is not None else None
     for root, dirs, files in os.walk(folder):
         dirs[:] = [d for d in dirs if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != excluded]
-        found.extend(os.path.join(root, name) for name in files if not name.startswith("."))
+        relative = os.path.relpath(root, folder)
+        prefix = "" if relative == "." else relative + os.sep
+        found.extend(prefix + name for name in files if not name.startswith("."))
     return sorted(found)
 
 
-def read_column(path: Path, column: str) -> list[str]:
-    """The values of one column of a CSV (with a header row) or Parquet file, as strings, in row order."""
-    if path.suffix.lower() == ".parquet":
+def read_table(path: Path) -> dict[str, list[Any]]:
+    """Columns of a CSV (with a header row), Parquet or JSON-lines file, in row order."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             from ..errors import DependencyError
 
             raise DependencyError("reading a .parquet source needs pyarrow: pip install 'siglip[parquet]'") from None
-        table = pq.read_table(path)
-        if column not in table.column_names:
-            raise InputError(f"{path} has no column {column!r}; columns: {', '.join(table.column_names)}")
-        return ["" if value is None else str(value) for value in table.column(column).to_pylist()]
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if column not in (reader.fieldnames or []):
-            raise InputError(f"{path} has no column {column!r}; columns: {', '.join(reader.fieldnames or [])}")
-        return [row[column] or "" for row in reader]
+        return pq.read_table(path).to_pydict()
+    try:
+        if suffix in (".jsonl", ".json"):
+            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            names = list(dict.fromkeys(name for record in records for name in record))
+            return {name: [record.get(name) for record in records] for name in names}
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            return {name: [row[name] for row in rows] for name in reader.fieldnames or []}
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"cannot read table {path}: {error}") from None
+
+
+def table_column(table: dict[str, list[Any]], column: str, path: Path) -> list[str]:
+    """One column of `read_table`'s result as strings ('' for missing values)."""
+    if column not in table:
+        raise InputError(f"{path} has no column {column!r}; columns: {', '.join(table)}")
+    return ["" if value is None else str(value) for value in table[column]]
+
+
+def read_column(path: Path, column: str) -> list[str]:
+    """The values of one column of a CSV (with a header row) or Parquet file, as strings, in row order."""
+    return table_column(read_table(path), column, path)
 
 
 def list_source(
-    source: str | os.PathLike, *, column: str | None = None, kind: str = "auto", exclude: Path | None = None
+    source: str | os.PathLike,
+    *,
+    column: str | None = None,
+    kind: str = "auto",
+    exclude: Path | None = None,
+    key: str | None = None,
 ) -> SourceItems:
     """List a bulk job's source.
 
     Args:
-        source: a folder (images), a text file (one text per line) or a .csv/.parquet file (with `column`).
+        source: a folder (images, or webdataset `.tar` shards when it holds only tars), a `.tar` file, a text
+            file (one text per line) or a .csv/.parquet file (with `column`).
         column: the column of a table source to embed.
         kind: "image", "text" or "auto": folders hold images, text files texts, and a column holds texts
             unless `kind="image"` (then its values are image paths, relative ones taken from the table's folder).
         exclude: a folder left out of a folder walk (the job's own output folder when it lies inside the source).
+        key: a table's row-key column (default: the embedded column itself): a sync matches rows by it.
     """
+    from .webdataset import is_webdataset, list_webdataset
+
     path = Path(source)
     if not path.exists():
         raise InputError(f"source {path} does not exist: give a folder of images, a text file or a CSV/Parquet file")
+    if key is not None and path.suffix.lower() not in TABLE_SUFFIXES:
+        raise InputError(f"--key names a row-key column of a CSV/Parquet source, got {path}")
+    if is_webdataset(path, exclude):
+        if kind == "text":
+            raise InputError(f"source {path} holds webdataset tars: their images are embedded, not texts")
+        return list_webdataset(path)
     if path.is_dir():
         if kind == "text":
             raise InputError(f"source {path} is a folder: folders are embedded as images, not texts")
-        return SourceItems("image", list_folder(path, exclude))
+        return SourceItems("image", list_folder(path, exclude), root=os.path.abspath(path))
     if path.suffix.lower() in TABLE_SUFFIXES:
         if column is None:
             raise InputError(f"source {path} is a table: name the column to embed with --column")
-        values = read_column(path, column)
+        table = read_table(path)
+        values = table_column(table, column, path)
+        keys = unique_keys(table_column(table, key, path) if key is not None else values)
+        others = [name for name in table if name != column]
+        meta = [json.dumps({name: table[name][i] for name in others}, default=str) for i in range(len(values))]
         if kind == "image":
-            return SourceItems("image", [str(path.parent / value) if value else value for value in values])
-        return SourceItems("text", values)
+            return SourceItems("image", values, root=os.path.abspath(path.parent), keys=keys, meta=meta)
+        return SourceItems("text", values, keys=keys, meta=meta)
     if column is not None:
         raise InputError(f"--column needs a .csv or .parquet source, got {path}")
     if kind == "image":

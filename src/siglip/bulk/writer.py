@@ -27,15 +27,20 @@ import numpy as np
 
 from ..errors import InputError
 
-MANIFEST_COLUMNS = ("path", "size", "status", "error", "shard", "row")
+MANIFEST_COLUMNS = ("path", "size", "status", "error", "shard", "row", "key", "mtime_ns", "hash", "segment", "meta")
+INT_COLUMNS = ("size", "shard", "row", "mtime_ns")
 EMBEDDING_KEY = "embeddings"  # tensor name inside a .safetensors shard
 _SAFETENSORS_DTYPES = {"F32": np.float32, "F16": np.float16}
 
 
 @dataclass
 class ManifestRow:
-    """One input item: `status` is "ok", "corrupt" or "unsupported"; `row` is its embedding row in the shard
-    (-1 when it has none). For text jobs `path` holds the text and `size` its UTF-8 length in bytes."""
+    """One input item: `status` is "ok", "corrupt", "unsupported" (or "deleted" in a collection's change log);
+    `row` is its embedding row in the shard (-1 when it has none). For text jobs `path` holds the text and
+    `size` its UTF-8 length in bytes. A collection adds the item's `key` (see `sources`), its modification time
+    and content `hash` (what a sync compares), the `segment` whose shard holds the embedding ("" = the segment
+    of this row) and a table row's other columns as JSON (`meta`). Folders written before collections existed
+    lack these columns: they read as empty."""
 
     path: str
     size: int
@@ -43,6 +48,11 @@ class ManifestRow:
     error: str
     shard: int
     row: int
+    key: str = ""
+    mtime_ns: int = -1
+    hash: str = ""
+    segment: str = ""
+    meta: str = ""
 
 
 def atomic_write(path: Path, write: Any) -> None:
@@ -114,7 +124,7 @@ def write_manifest(path: Path, rows: Sequence[ManifestRow]) -> None:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            types = {"size": pa.int64(), "shard": pa.int32(), "row": pa.int32()}
+            types = {"size": pa.int64(), "shard": pa.int32(), "row": pa.int32(), "mtime_ns": pa.int64()}
             arrays = {name: pa.array(values, types.get(name, pa.string())) for name, values in columns.items()}
             pq.write_table(pa.table(arrays), temporary)
         else:
@@ -139,12 +149,11 @@ def read_manifest(path: Path) -> list[ManifestRow]:
             records = iter(list(csv.DictReader(handle)))
     return [
         ManifestRow(
-            path=record["path"],
-            size=int(record["size"]),
-            status=record["status"],
-            error=record["error"] or "",
-            shard=int(record["shard"]),
-            row=int(record["row"]),
+            **{
+                name: (int(record[name]) if name in INT_COLUMNS else record[name] or "")
+                for name in MANIFEST_COLUMNS
+                if name in record and record[name] is not None
+            }
         )
         for record in records
     ]

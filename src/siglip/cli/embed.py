@@ -60,6 +60,13 @@ def register(subcommands: Any) -> None:
         help="run on Ray Data: a local instance, or the cluster at ADDRESS (e.g. auto); put it after SOURCE",
     )
     bulk.add_argument("--ray-actors", type=int, default=1, help="model replicas on Ray (default: %(default)s)")
+    bulk.add_argument(
+        "--key", default=None, help="the row-key column of a CSV/Parquet SOURCE (a sync matches rows by it)"
+    )
+    bulk.add_argument("--dry-run", action="store_true", help="print what a sync would do, write nothing")
+    bulk.add_argument(
+        "--rebuild", action="store_true", help="discard the collection in --out and embed everything again"
+    )
     add_model_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -81,12 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from ..image.batches import expand_image_paths
 
     suffix = Path(args.out).suffix.lower()
-    if suffix not in FORMATS:
-        if suffix == "" or Path(args.out).is_dir():
-            return run_bulk(args)
-        raise InputError(
-            f"--out must end with .npy or .parquet (one file) or name a folder (bulk job), got {args.out!r}"
-        )
+    if suffix not in FORMATS or Path(args.out).is_dir():  # any other name (photos.emb, photos.emb/) is a folder
+        return run_bulk(args)
     if suffix == ".parquet":
         require_pyarrow()
     texts = read_texts(args)
@@ -132,6 +135,9 @@ def run_bulk(args: argparse.Namespace) -> int:
         model=str(args.model),
         revision=args.revision,
         column=args.column,
+        key=args.key,
+        dry_run=args.dry_run,
+        rebuild=args.rebuild,
         kind="text" if args.text_file else args.kind,
         shard_size=args.shard_size,
         fmt=args.format,
@@ -148,10 +154,16 @@ def run_bulk(args: argparse.Namespace) -> int:
         ray_actors=args.ray_actors,
         make_bar=make_bar,
     )
+    for note in summary.notes:
+        warn(note)
+    if args.dry_run:
+        print(summary.changes)
+        return 0
     for row in summary.failures[:20]:
         warn(f"skipped {row.path}: {row.status}: {row.error}")
     if len(summary.failures) > 20:
         warn(f"... and {len(summary.failures) - 20} more (status != ok in the manifest)")
+    print(summary.changes)
     print(summary.line())
     manifest = next(Path(args.out).glob("manifest.*"), None)
     print(f"wrote {args.out}; manifest: {manifest}")

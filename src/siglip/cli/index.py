@@ -7,6 +7,20 @@ from typing import Any
 
 from ..errors import InputError
 
+# CLI names (those of --dtype elsewhere, and the old usearch ones) -> usearch's names
+VECTOR_DTYPES = {
+    "fp32": "f32",
+    "float32": "f32",
+    "f32": "f32",
+    "fp16": "f16",
+    "float16": "f16",
+    "f16": "f16",
+    "bf16": "bf16",
+    "bfloat16": "bf16",
+    "i8": "i8",
+    "int8": "i8",
+}
+
 
 def register(subcommands: Any) -> None:
     parser = subcommands.add_parser(
@@ -15,7 +29,13 @@ def register(subcommands: Any) -> None:
         description="Build ann.usearch beside the shards of `siglip embed ... --out DIR` (needs siglip[ann]).",
     )
     parser.add_argument("folder", metavar="DIR", help="the --out folder of a bulk `siglip embed` job")
-    parser.add_argument("--dtype", default="f16", choices=("f32", "f16", "bf16", "i8"), help="stored vector type")
+    parser.add_argument(
+        "--dtype",
+        default="fp16",
+        choices=sorted(VECTOR_DTYPES),
+        help="stored vector type: fp32, fp16, bf16 or i8 (also float32/f32, float16/f16, bfloat16, int8) "
+        "(default: %(default)s)",
+    )
     parser.add_argument("--connectivity", type=int, default=16, help="HNSW edges per node (default: %(default)s)")
     parser.add_argument("--expansion-add", type=int, default=128, help="build-time beam (default: %(default)s)")
     parser.add_argument("--expansion-search", type=int, default=64, help="search-time beam (default: %(default)s)")
@@ -30,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--connectivity, --expansion-add, --expansion-search and --recall-queries must be >= 1")
     index = Index.open(args.folder)
     info = index.build_ann(
-        dtype=args.dtype,
+        dtype=VECTOR_DTYPES[args.dtype],
         connectivity=args.connectivity,
         expansion_add=args.expansion_add,
         expansion_search=args.expansion_search,
