@@ -31,7 +31,8 @@ from spm_model import train_sentencepiece_model  # noqa: E402
 from summary import machine, record  # noqa: E402
 
 import siglip  # noqa: E402
-from siglip.bulk import embed_source, open_embeddings, read_manifest  # noqa: E402
+from siglip import Index  # noqa: E402
+from siglip.bulk import embed_source  # noqa: E402
 from siglip.encode import load_rgb  # noqa: E402
 
 PHOTOS = ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg", "horse.png", "retina.jpg"]
@@ -85,9 +86,8 @@ def plain_loop(checkpoint: Path, paths: list[str], batch_size: int, out: Path) -
 def bulk_job(checkpoint: Path, source: Path, batch_size: int, out: Path, workers: int | None) -> np.ndarray:
     summary = embed_source(source, out, model=str(checkpoint), batch_size=batch_size, workers=workers)
     assert summary.ok == summary.total, summary.line()
-    rows = read_manifest(out / "manifest.parquet")
-    shards = {index: open_embeddings(path) for index, path in enumerate(sorted((out / "shards").glob("*.npy")))}
-    return np.stack([shards[row.shard][row.row] for row in rows])
+    index = Index.open(out)  # the collection's live items, in source order for a first job
+    return index.vectors(np.arange(len(index)))
 
 
 def main() -> None:
