@@ -51,17 +51,14 @@ def register(subcommands: Any) -> None:
     security.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text cap")
     security.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixels per image cap")
     parser.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead (see the README)")
+    parser.add_argument(
+        "--num-replicas", type=int, default=None, help="with --ray: replicas (default: one per GPU, else 1)"
+    )
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.ray:
-        try:
-            from ..serve.ray_deployment import run_cli
-        except ImportError as error:
-            raise InputError(f"--ray needs siglip[ray] and siglip[serve] ({error})") from None
-        return run_cli(args)
     try:
         import uvicorn
 
@@ -77,9 +74,7 @@ def run(args: argparse.Namespace) -> int:
         max_text_chars=args.max_text_chars,
         max_image_pixels=args.max_image_pixels,
     )
-    app = create_app(
-        args.model,
-        args.collections,
+    options = dict(
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
@@ -100,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"siglip serve: binding {args.host}:{args.port} ({where}; --host changes it)", file=sys.stderr)
     if args.api_key is None and where != "this machine only":
         print("siglip serve: warning: no --api-key: anyone who can reach the port can use it", file=sys.stderr)
+    if args.ray:  # the same app, as Ray Serve replicas
+        from ..serve.ray_deployment import run_cli
+
+        return run_cli(args, options)
+    app = create_app(args.model, args.collections, **options)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=60)
     _GracefulServer(config).run()
     return 0

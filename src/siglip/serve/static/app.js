@@ -55,9 +55,8 @@
       data = null;
     }
     if (!response.ok) {
-      const error = (data && (data.error || data)) || {};
-      let message = error.message || error.detail || response.statusText || "request failed";
-      if (typeof message !== "string") message = JSON.stringify(message);
+      const error = (data && data.error) || {};
+      let message = error.message || response.statusText || "request failed";
       if (response.status === 401) message += " Set the API key with the key button at the top right.";
       if (response.status === 503 && response.headers.get("Retry-After")) {
         message += " Retry in " + response.headers.get("Retry-After") + " s.";
@@ -82,29 +81,12 @@
       .catch(() => img.classList.add("broken"));
   }
 
-  // ---- Response shapes ------------------------------------------------------------------------------------
-  function hitsOf(data) {
-    const list = Array.isArray(data) ? data : data.hits || data.results || data.data || [];
-    // A batch response (one list per query) -> the first query's hits.
-    return list.length && Array.isArray(list[0]) ? list[0] : list.length && list[0].hits ? list[0].hits : list;
-  }
-
-  function hitId(hit) {
-    for (const name of ["id", "row", "index"]) if (hit[name] !== undefined) return hit[name];
-    return null;
-  }
-
-  function thumbnailUrl(hit) {
-    if (hit.thumbnail_url) return hit.thumbnail_url.replace(/^\//, "");
-    return "v1/items/" + encodeURIComponent(hitId(hit)) + "/thumbnail";
-  }
-
-  function scoresOf(data) {
-    let list = Array.isArray(data) ? data : data.results || data.data || data.scores || [];
-    if (list.length && Array.isArray(list[0])) list = list[0];
-    if (list.length && list[0].scores) list = list[0].scores;
-    if (list.length && list[0].labels) list = list[0].labels;
-    return list.map((item) => ({ label: item.label, score: Number(item.score) }));
+  // ---- Response shapes (documented in siglip/serve/app.py) -----------------------------------------------
+  // A search hit: {id, collection, path, row, score, thumbnail: "/v1/items/{id}/thumbnail" | null (text items)}.
+  // Relative URLs keep the page working under a route prefix; the larger size serves high-density screens.
+  function thumbnailUrl(hit, size) {
+    if (!hit.thumbnail) return null;
+    return hit.thumbnail.replace(/^\//, "") + "?size=" + (size || (window.devicePixelRatio > 1.5 ? 512 : 256));
   }
 
   function baseName(path) {
@@ -125,14 +107,23 @@
       }
       status.dataset.state = response.ok ? "ready" : "down";
       $("status-text").textContent = response.ok ? "ready" : "not ready";
-      const model = data.model || data.model_name;
-      if (model) $("model-name").textContent = baseName(model);
-      const items = data.items !== undefined ? data.items : data.collection_size;
-      if (items !== undefined) $("model-name").textContent += " · " + items + " items";
+      if (data.model) $("model-name").textContent = baseName(data.model);
+      if (Array.isArray(data.collections)) showCollections(data.collections);
     } catch (_) {
       status.dataset.state = "down";
       $("status-text").textContent = "offline";
     }
+  }
+
+  // Collections: their size beside the model name, and a picker when the server loaded more than one.
+  function showCollections(collections) {
+    const count = collections.reduce((sum, c) => sum + c.count, 0);
+    $("model-name").textContent += " · " + count.toLocaleString() + (count === 1 ? " item" : " items");
+    const picker = $("collection");
+    picker.hidden = collections.length < 2;
+    if (picker.options.length - 1 === collections.length) return;
+    picker.length = 1;
+    for (const c of collections) picker.add(new Option(c.name + " (" + c.count.toLocaleString() + ")", c.name));
   }
 
   // ---- Tabs -----------------------------------------------------------------------------------------------
@@ -182,6 +173,7 @@
   }
 
   // ---- Search ---------------------------------------------------------------------------------------------
+  // Errors show the server's machine-readable type and its message (which names the bad field or item).
   function showError(box, err) {
     box.hidden = false;
     box.textContent = "";
@@ -211,12 +203,19 @@
       tile.className = "tile";
       tile.tabIndex = 0;
       tile.style.animationDelay = Math.min(rank * 18, 400) + "ms";
-      tile.dataset.id = String(hitId(hit));
-      const img = document.createElement("img");
-      img.loading = "lazy";
-      img.decoding = "async";
-      img.alt = baseName(hit.path);
-      setThumbnail(img, thumbnailUrl(hit));
+      tile.dataset.id = String(hit.id);
+      let img;
+      if (hit.thumbnail) {
+        img = document.createElement("img");
+        img.loading = "lazy";
+        img.decoding = "async";
+        img.alt = baseName(hit.path);
+        setThumbnail(img, thumbnailUrl(hit));
+      } else {  // an item of a text collection: its text is the preview
+        img = document.createElement("blockquote");
+        img.className = "text-item";
+        img.textContent = hit.path;
+      }
       const badge = document.createElement("span");
       badge.className = "rank";
       badge.textContent = "#" + (rank + 1);
@@ -240,10 +239,12 @@
       score.append(meter, value);
       caption.append(name, score);
       tile.append(img, badge, caption);
-      tile.addEventListener("click", () => openViewer(hit, img.src));
-      tile.addEventListener("keydown", (event) => {
-        if (event.key === "Enter") openViewer(hit, img.src);
-      });
+      if (hit.thumbnail) {
+        tile.addEventListener("click", () => openViewer(hit));
+        tile.addEventListener("keydown", (event) => {
+          if (event.key === "Enter") openViewer(hit);
+        });
+      }
       grid.append(tile);
     });
   }
@@ -267,11 +268,14 @@
     button.classList.add("busy");
     showSkeletons(Math.min(k, 12));
     try {
+      const collection = $("collection").value;
+      const query = image ? { image, k } : { query: text, k };
+      if (collection) query.collection = collection;
       const data = image
-        ? await request("POST", "v1/search", { image, top_k: k })
-        : await request("GET", "v1/search?" + new URLSearchParams({ q: text, top_k: String(k) }));
+        ? await request("POST", "v1/search", query)
+        : await request("GET", "v1/search?" + new URLSearchParams({ q: text, k: String(k), ...(collection && { collection }) }));
       if (token !== state.searchToken) return;
-      const hits = hitsOf(data).map((hit) => Object.assign({}, hit, { score: Number(hit.score) }));
+      const hits = data.results;
       renderHits(hits);
       const ms = Math.round(performance.now() - started);
       const what = image ? "similar to " + (state.queryImageName || "your image") : "for “" + text + "”";
@@ -329,6 +333,18 @@
     $("zs-hint").hidden = true;
   }
 
+  function percent(score) {
+    const value = 100 * score;
+    if (value >= 10) return value.toFixed(1) + "%";
+    if (value >= 0.01) return value.toPrecision(2) + "%";
+    return value > 0 ? "<0.01%" : "0%";
+  }
+
+  // Tiny images (icons, the demo's 32 px shapes) are scaled up without smoothing: crisp instead of blurred.
+  function markTiny(img) {
+    img.onload = () => img.classList.toggle("tiny", img.naturalWidth < 96 && img.naturalHeight < 96);
+  }
+
   function renderBars(scores) {
     const bars = $("bars");
     bars.textContent = "";
@@ -348,7 +364,7 @@
       track.append(fill);
       const value = document.createElement("span");
       value.className = "bar-value";
-      value.textContent = (100 * item.score).toFixed(item.score < 0.001 ? 3 : 1) + "%";
+      value.textContent = percent(item.score);
       row.append(label, track, value);
       bars.append(row);
       requestAnimationFrame(() => requestAnimationFrame(() => (fill.style.width = Math.max(0, 100 * item.score) + "%")));
@@ -369,7 +385,7 @@
     try {
       const body = { image: state.zsImage, candidate_labels: labels };
       if (template.trim()) body.hypothesis_template = template;
-      renderBars(scoresOf(await request("POST", "v1/classify", body)));
+      renderBars((await request("POST", "v1/classify", body)).results[0]);
     } catch (err) {
       showError(box, err);
     } finally {
@@ -380,17 +396,17 @@
   }
 
   // ---- Viewer ---------------------------------------------------------------------------------------------
-  function openViewer(hit, src) {
+  function openViewer(hit) {
     state.viewerHit = hit;
-    $("viewer-image").src = src;
+    setThumbnail($("viewer-image"), thumbnailUrl(hit, 512));
     $("viewer-image").alt = baseName(hit.path);
     $("viewer-path").textContent = hit.path;
-    $("viewer-score").textContent = "score " + hit.score.toFixed(4) + " · item " + hitId(hit);
+    $("viewer-score").textContent = "score " + hit.score.toFixed(4) + " · " + hit.collection + " · item " + hit.id;
     $("viewer").showModal();
   }
 
   async function viewerImage() {
-    return blobFromUrl(thumbnailUrl(state.viewerHit));
+    return blobFromUrl(thumbnailUrl(state.viewerHit, 512));
   }
 
   // ---- Wiring ---------------------------------------------------------------------------------------------
@@ -423,6 +439,8 @@
 
   function init() {
     for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => selectTab(tab));
+    markTiny($("zs-preview"));
+    markTiny($("viewer-image"));
     $("search-form").addEventListener("submit", (event) => {
       event.preventDefault();
       if ($("query").value.trim()) setQueryImage(null);
