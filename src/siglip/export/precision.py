@@ -1,0 +1,69 @@
+"""fp16 and int8 versions of an exported fp32 graph, with ONNX Runtime's own tools.
+
+- fp16: weights and compute in float16 (`onnxruntime.transformers.float16`), inputs and output kept float32 so
+  that the processors' outputs feed the graph unchanged. Softmax stays fp32 (the reference's attention softmax is
+  fp32) and so does the NaFlex position-grid resize (coordinates up to hundreds lose too much in fp16);
+  LayerNormalization runs in fp16 with its fp32 statistics (ONNX's default `stash_type`).
+- int8: dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`): int8 weights per output channel,
+  activations quantised per tensor at run time (uint8), for MatMul/Conv/Gather. The NaFlex position resize is
+  left in fp32.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+# Node-name prefix of the NaFlex position resize (the `positions` submodule of NaflexImageEmbedding).
+KEEP_FP32_SCOPE = "/positions/"
+
+
+def fp32_scope_nodes(model) -> list[str]:
+    """Names of the nodes that must keep fp32 (the NaFlex position resize)."""
+    return [node.name for node in model.graph.node if node.name.startswith(KEEP_FP32_SCOPE)]
+
+
+def to_fp16(model):
+    """An fp16 copy of the fp32 ModelProto `model` (fp32 inputs and outputs, fp32 softmax)."""
+    from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=[*DEFAULT_OP_BLOCK_LIST, "Softmax"],
+        node_block_list=fp32_scope_nodes(model),
+    )
+    wrapped = OnnxModel(converted)
+    wrapped.topological_sort()  # the converter appends the casts around blocked nodes after their consumers
+    return wrapped.model
+
+
+def to_int8(source: Path, target: Path, large: bool) -> None:
+    """Write the dynamic-int8 version of the fp32 model file `source` to `target`."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    exclude = fp32_scope_nodes(onnx.load(str(source), load_external_data=False))
+    with _quiet("root"):  # quantize_dynamic logs a "consider pre-processing" warning on every call
+        quantize_dynamic(
+            source,
+            target,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=exclude,
+            use_external_data_format=large,
+        )
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger() if logger_name == "root" else logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
