@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .common import run_reporting_errors
 
-COMMANDS = ("classify", "embed", "search", "index", "serve", "train")
+COMMANDS = ("classify", "embed", "search", "index", "serve", "train", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from torch import nn
 from ..errors import DependencyError, ExportError, InputError
 from .files import copy_companion_files
 from .towers import TowerGraph, tower_graphs
-from .verify import Parity, check_file
+from .verify import Parity, acceptable, check_file, refuse
 
 DTYPES = ("fp32", "fp16", "int8")
 TOWERS = {"text": ("text",), "vision": ("vision",), "both": ("text", "vision")}
@@ -44,7 +44,8 @@ class ExportedFile:
     dtype: str
     input_names: tuple[str, ...]
     output_name: str
-    parity: Parity
+    parity: Parity  # measured against the fp32 torch model on inputs other than the traced ones
+    fp32_layers: int = 0  # int8: leading encoder layers (and the embeddings) left in fp32 to reach the cosine
 
 
 def export_onnx(
@@ -90,30 +91,48 @@ def export_onnx(
 
 def _export_graph(graph: TowerGraph, model: nn.Module, out: Path, dtype: str, opset: int) -> ExportedFile:
     """Trace, convert, annotate and verify one tower in a scratch folder; move it to `out` only if it passes."""
-    import onnx
-
     from . import precision
 
     name = f"{graph.file_stem}{FILE_SUFFIX[dtype]}.onnx"
     large = sum(p.numel() * p.element_size() for p in graph.module.parameters()) > EXTERNAL_DATA_BYTES
+    attempts = [k for k in precision.INT8_FP32_LAYERS if k <= graph.num_layers] if dtype == "int8" else [0]
     with tempfile.TemporaryDirectory(prefix=".siglip-export-", dir=out) as scratch:
         work = Path(scratch)
         traced = work / "traced.onnx"
         _trace(graph, traced, opset)
-        if dtype == "int8":
-            precision.to_int8(traced, work / "int8.onnx", large)
-            traced = work / "int8.onnx"
-        proto = onnx.load(str(traced))
-        if dtype == "fp16":
-            proto = precision.to_fp16(proto)
-        _annotate(proto, graph, model, dtype)
         candidate = work / name
-        _save(proto, candidate, large)
-        parity = check_file(candidate, graph, dtype)
+        for fp32_layers in attempts:
+            _convert(traced, candidate, graph, model, dtype, large, fp32_layers)
+            parity = check_file(candidate, graph)
+            if acceptable(parity, dtype):
+                break
+        else:
+            raise refuse(parity, dtype, graph.tower)
         os.replace(candidate, out / name)
         if large:
             os.replace(work / f"{name}.data", out / f"{name}.data")
-    return ExportedFile(out / name, graph.tower, dtype, graph.input_names, graph.output_name, parity)
+    return ExportedFile(out / name, graph.tower, dtype, graph.input_names, graph.output_name, parity, fp32_layers)
+
+
+def _convert(
+    traced: Path, target: Path, graph: TowerGraph, model: nn.Module, dtype: str, large: bool, fp32_layers: int
+) -> None:
+    """The traced fp32 file in `dtype` (int8: the first `fp32_layers` layers kept fp32), annotated, at `target`."""
+    import onnx
+
+    from . import precision
+
+    source = traced
+    if dtype == "int8":
+        source = traced.with_name("int8.onnx")
+        precision.to_int8(traced, source, large, fp32_layers)
+    proto = onnx.load(str(source))
+    if dtype == "fp16":
+        proto = precision.to_fp16(proto)
+    _annotate(proto, graph, model, dtype, fp32_layers)
+    for stale in (target, target.with_name(f"{target.name}.data")):  # external data would be appended to
+        stale.unlink(missing_ok=True)
+    _save(proto, target, large)
 
 
 def _trace(graph: TowerGraph, path: Path, opset: int) -> None:
@@ -141,7 +160,7 @@ def _trace(graph: TowerGraph, path: Path, opset: int) -> None:
         raise ExportError(f"torch.onnx could not export the {graph.tower} tower at opset {opset}: {message}") from error
 
 
-def _annotate(proto: Any, graph: TowerGraph, model: nn.Module, dtype: str) -> None:
+def _annotate(proto: Any, graph: TowerGraph, model: nn.Module, dtype: str, fp32_layers: int) -> None:
     """Describe the output and record what the file is in its metadata (read by `onnxruntime` as custom map)."""
     import onnx
 
@@ -155,6 +174,8 @@ def _annotate(proto: Any, graph: TowerGraph, model: nn.Module, dtype: str) -> No
         "siglip.model_type": str(getattr(model.config, "model_type", "")),
         "siglip.normalized": "false",
     }
+    if dtype == "int8":
+        metadata["siglip.int8_fp32_layers"] = str(fp32_layers)
     for name in ("logit_scale", "logit_bias"):
         parameter = getattr(model, name, None)
         if isinstance(parameter, torch.Tensor):  # logits = cos(text, image) * exp(logit_scale) + logit_bias

@@ -6,7 +6,10 @@
   LayerNormalization runs in fp16 with its fp32 statistics (ONNX's default `stash_type`).
 - int8: dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`): int8 weights per output channel,
   activations quantised per tensor at run time (uint8), for MatMul/Conv/Gather. The NaFlex position resize is
-  left in fp32.
+  left in fp32. Per-tensor activation scales cost accuracy on some models, mostly in the first layers (errors
+  made there pass through every later one): the exporter then retries with the embeddings and the first
+  `fp32_layers` encoder layers left in fp32 (INT8_FP32_LAYERS, in that order) and keeps the first file that
+  reaches the cosine target.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pathlib import Path
 
 # Node-name prefix of the NaFlex position resize (the `positions` submodule of NaflexImageEmbedding).
 KEEP_FP32_SCOPE = "/positions/"
+# int8 attempts: how many leading encoder layers (with the embeddings) stay fp32 in each.
+INT8_FP32_LAYERS = (0, 1, 2, 4)
 
 
 def fp32_scope_nodes(model) -> list[str]:
@@ -41,12 +46,17 @@ def to_fp16(model):
     return wrapped.model
 
 
-def to_int8(source: Path, target: Path, large: bool) -> None:
-    """Write the dynamic-int8 version of the fp32 model file `source` to `target`."""
+def to_int8(source: Path, target: Path, large: bool, fp32_layers: int = 0) -> None:
+    """Write the dynamic-int8 version of the fp32 model file `source` to `target`; with `fp32_layers` > 0 the
+    embeddings and the first `fp32_layers` encoder layers are not quantised."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    exclude = fp32_scope_nodes(onnx.load(str(source), load_external_data=False))
+    graph = onnx.load(str(source), load_external_data=False).graph
+    scopes = [KEEP_FP32_SCOPE]
+    if fp32_layers:
+        scopes += ["/embeddings/", *(f"/encoder/layers.{index}/" for index in range(fp32_layers))]
+    exclude = [node.name for node in graph.node if any(scope in node.name for scope in scopes)]
     with _quiet("root"):  # quantize_dynamic logs a "consider pre-processing" warning on every call
         quantize_dynamic(
             source,

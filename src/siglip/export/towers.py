@@ -29,6 +29,7 @@ class TowerGraph:
     dynamic_axes: dict[str, dict[int, str]]
     sample: Callable[[int, int], dict[str, torch.Tensor]]  # (batch, seed) -> inputs by name
     reference: Callable[[dict[str, torch.Tensor]], torch.Tensor]  # the model's own forward on those inputs
+    num_layers: int  # encoder layers (int8 may keep the first ones in fp32)
     verify_batches: tuple[dict[str, torch.Tensor], ...] = ()  # extra inputs beyond sample() (NaFlex lengths)
 
     @property
@@ -115,12 +116,18 @@ def _tower_module(model: nn.Module, tower: str) -> nn.Module:
 def _text_graph(text_model: nn.Module) -> TowerGraph:
     config = text_model.config
 
-    def sample(batch: int, seed: int) -> dict[str, torch.Tensor]:
-        generator = torch.Generator().manual_seed(seed)
-        ids = torch.randint(0, config.vocab_size, (batch, config.max_position_embeddings), generator=generator)
-        return {"input_ids": ids}
+    length = config.max_position_embeddings
+    pad = config.pad_token_id if config.pad_token_id is not None and 0 <= config.pad_token_id < config.vocab_size else 0
 
-    shorter = sample(3, 7)["input_ids"][:, : max(1, config.max_position_embeddings // 2)]
+    def sample(batch: int, seed: int) -> dict[str, torch.Tensor]:
+        """Texts as the processor makes them: a few random tokens, then padding to the full length."""
+        generator = torch.Generator().manual_seed(seed)
+        ids = torch.randint(0, config.vocab_size, (batch, length), generator=generator)
+        words = torch.randint(1, max(2, length // 2) + 1, (batch, 1), generator=generator)
+        return {"input_ids": torch.where(torch.arange(length)[None] < words, ids, pad)}
+
+    generator = torch.Generator().manual_seed(7)
+    unpadded = torch.randint(0, config.vocab_size, (2, max(1, length // 2)), generator=generator)
     return TowerGraph(
         tower="text",
         module=TextEmbedding(text_model),
@@ -129,7 +136,8 @@ def _text_graph(text_model: nn.Module) -> TowerGraph:
         dynamic_axes={"input_ids": {0: "batch", 1: "tokens"}, "text_embeds": {0: "batch"}},
         sample=sample,
         reference=lambda inputs: text_model(inputs["input_ids"], return_dict=True).pooler_output,
-        verify_batches=({"input_ids": shorter},),
+        num_layers=config.num_hidden_layers,
+        verify_batches=({"input_ids": unpadded},),  # fewer tokens, no padding: the sequence axis is dynamic
     )
 
 
@@ -148,6 +156,7 @@ def _image_graph(vision_model: nn.Module) -> TowerGraph:
         dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
         sample=sample,
         reference=lambda inputs: vision_model(inputs["pixel_values"], return_dict=True).pooler_output,
+        num_layers=config.num_hidden_layers,
     )
 
 
@@ -186,6 +195,7 @@ def _naflex_graph(vision_model: nn.Module) -> TowerGraph:
         },
         sample=sample,
         reference=lambda inputs: vision_model(*(inputs[name] for name in names), return_dict=True).pooler_output,
+        num_layers=config.num_hidden_layers,
         verify_batches=verify,
     )
 

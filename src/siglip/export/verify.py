@@ -28,10 +28,10 @@ class Parity:
     min_cosine: float
 
 
-def check_file(path: Path, graph: TowerGraph, dtype: str) -> Parity:
-    """Validate `path` with onnx.checker, run it in ONNX Runtime and compare with the torch model.
+def check_file(path: Path, graph: TowerGraph) -> Parity:
+    """Validate `path` with onnx.checker, run it in ONNX Runtime and measure it against the torch model.
 
-    Raises ExportError when the file is invalid, does not load or run, or disagrees with the model.
+    Raises ExportError when the file is invalid, does not load or run, or returns the wrong shape.
     """
     import onnx
     import onnxruntime
@@ -47,18 +47,25 @@ def check_file(path: Path, graph: TowerGraph, dtype: str) -> Parity:
     parity = Parity(0.0, 1.0)
     for inputs in (graph.sample(3, 1), *graph.verify_batches):
         parity = _worst(parity, _compare(session, graph, inputs))
-    if dtype == "fp32":
-        if parity.max_abs_diff > FP32_TOLERANCE:
-            raise ExportError(
-                f"the exported {graph.tower} graph disagrees with the model: max relative difference "
-                f"{parity.max_abs_diff:.2e} > {FP32_TOLERANCE:.0e}; the file was not kept."
-            )
-    elif parity.min_cosine < MIN_COSINE:
-        raise ExportError(
-            f"the {dtype} {graph.tower} graph is too far from the fp32 model: cosine {parity.min_cosine:.5f} < "
-            f"{MIN_COSINE}; the file was not kept (export fp32, or fp16 instead of int8)."
-        )
     return parity
+
+
+def acceptable(parity: Parity, dtype: str) -> bool:
+    """fp32: max relative difference <= FP32_TOLERANCE; fp16 / int8: every cosine >= MIN_COSINE."""
+    return parity.max_abs_diff <= FP32_TOLERANCE if dtype == "fp32" else parity.min_cosine >= MIN_COSINE
+
+
+def refuse(parity: Parity, dtype: str, tower: str) -> ExportError:
+    """The error for a file that `acceptable` rejected."""
+    if dtype == "fp32":
+        return ExportError(
+            f"the exported {tower} graph disagrees with the model: max relative difference "
+            f"{parity.max_abs_diff:.2e} > {FP32_TOLERANCE:.0e}; the file was not kept."
+        )
+    return ExportError(
+        f"the {dtype} {tower} graph is too far from the fp32 model: cosine {parity.min_cosine:.5f} < {MIN_COSINE}; "
+        f"the file was not kept (export fp32, or fp16 instead of int8)."
+    )
 
 
 def _compare(session, graph: TowerGraph, inputs: dict[str, torch.Tensor]) -> Parity:
