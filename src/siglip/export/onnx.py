@@ -11,6 +11,7 @@ else raises `ExportError` and leaves nothing behind.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -138,7 +139,7 @@ def _convert(
 def _trace(graph: TowerGraph, path: Path, opset: int) -> None:
     inputs = graph.sample(2, 0)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _stdout_to_devnull():
             # The legacy exporter's deprecation notice, and tracer notes about the towers' shape checks (shapes
             # are constants there; verification re-runs the file at other shapes to prove they do not matter).
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -158,6 +159,21 @@ def _trace(graph: TowerGraph, path: Path, opset: int) -> None:
     except Exception as error:  # torch.onnx raises RuntimeError, OnnxExporterError, UnsupportedOperatorError...
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ExportError(f"torch.onnx could not export the {graph.tower} tower at opset {opset}: {message}") from error
+
+
+@contextmanager
+def _stdout_to_devnull() -> Iterator[None]:
+    """Silence file descriptor 1: on a failed export, the TorchScript exporter's C++ logger dumps its whole IR
+    graph to stdout whatever `verbose` says (torch 2.13 tests a function object for truth); the error is ours."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _annotate(proto: Any, graph: TowerGraph, model: nn.Module, dtype: str, fp32_layers: int) -> None:
