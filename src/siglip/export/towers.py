@@ -167,7 +167,7 @@ def _naflex_graph(vision_model: nn.Module) -> TowerGraph:
     def naflex_inputs(shapes: list[tuple[int, int]], length: int, seed: int) -> dict[str, torch.Tensor]:
         spatial_shapes = torch.tensor(shapes, dtype=torch.long)
         sizes = spatial_shapes.prod(dim=-1, keepdim=True)
-        mask = (torch.arange(length)[None] < sizes).long()
+        mask = (torch.arange(length)[None] < sizes).to(torch.int32)  # the processors' dtypes: int32 mask, int64 shapes
         pixels = synthetic_pixels((len(shapes), length, row), seed) * mask[..., None]
         return {"pixel_values": pixels, "pixel_attention_mask": mask, "spatial_shapes": spatial_shapes}
 
