@@ -42,6 +42,9 @@ TEMPLATE = "a {}"  # the training captions' form ("a red circle"): the zero-shot
 WIDTH = 128
 MODEL = {
     "model_type": "siglip",
+    # The model's own zero-shot prompt, kept in its config.json: the pipeline and `siglip classify` use it when
+    # the caller gives no template.
+    "hypothesis_template": TEMPLATE,
     "text_config": dict(
         hidden_size=WIDTH,
         intermediate_size=4 * WIDTH,

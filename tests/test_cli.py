@@ -17,6 +17,11 @@ import siglip
 LABELS = ["a cat", "a cup of coffee", "a rocket"]
 
 
+def json_lines(stdout: str) -> list[dict]:
+    """`--json` output: one JSON object per line (README: JSON lines)."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "siglip", *args], capture_output=True, text=True, timeout=300)
     if check:
@@ -35,7 +40,7 @@ def image_dir(tmp_path_factory):
 
 def test_classify_json_matches_pipeline(reference_checkpoint, image_dir):
     result = run_cli("classify", str(image_dir), "--labels", *LABELS, "--model", str(reference_checkpoint), "--json")
-    records = json.loads(result.stdout)
+    records = json_lines(result.stdout)
     assert [r["image"].rsplit("/", 1)[1] for r in records] == ["chelsea.png", "coffee.png", "rocket.jpg"]
     pipe = siglip.pipeline(model=str(reference_checkpoint))
     for record in records:
@@ -51,7 +56,7 @@ def test_classify_fast_preprocess_matches_fast_pipeline(reference_checkpoint, im
     checkpoint = str(reference_checkpoint)
     exact = siglip.pipeline(model=checkpoint)
     for options, pipeline_kwargs in (([], {}), (["--fast-decode"], {"fast_decode": True})):
-        records = json.loads(run_cli(*args, "--fast-preprocess", *options).stdout)
+        records = json_lines(run_cli(*args, "--fast-preprocess", *options).stdout)
         pipe = siglip.pipeline(model=checkpoint, use_fast=True, **pipeline_kwargs)
         assert type(pipe.processor.image_processor).__name__ == "SiglipImageProcessorFast"
         for record in records:
@@ -91,7 +96,7 @@ def test_bad_file_stops_with_one_line_naming_it(reference_checkpoint, image_dir,
     assert "Traceback" not in result.stderr
 
     skipped = run_cli(*args, "--skip-errors", "--json")
-    records = json.loads(skipped.stdout)
+    records = json_lines(skipped.stdout)
     assert "results" in records[0] and "error" in records[1]
     assert "skipped" in skipped.stderr and "broken.jpg" in skipped.stderr
 

@@ -6,6 +6,10 @@ and calls, so the cost is about N image passes + K text passes. Because SigLIP s
 pair independently (sigmoid, no softmax over labels), caching changes no number: results equal the
 reference's to float rounding. Images are decoded and preprocessed in a background thread while the model
 runs the previous batch.
+
+Prompt template: the caller's `hypothesis_template`, else the model's own (a `"hypothesis_template"` key in its
+`config.json`, for models trained on captions of another form: the demo model's is "a {}"), else the
+reference's "This is a photo of {}.". Scores are plain tensors: computed without autograd.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 import torch
 
 from .encode import encode_texts, iter_encoded_images
-from .errors import ImageError, InputError
+from .errors import ConfigError, ImageError, InputError
 from .image.batches import ImageBatch
 
 DEFAULT_TEMPLATE = "This is a photo of {}."
@@ -40,6 +44,7 @@ class ZeroShotImageClassificationPipeline:
         self.batch_size = batch_size
         self.text_batch_size = text_batch_size
         self.text_cache: dict[str, torch.Tensor] = {}
+        self.default_template = model_template(model)
 
     @property
     def device(self) -> torch.device:
@@ -57,7 +62,7 @@ class ZeroShotImageClassificationPipeline:
         self,
         image: Any = None,
         candidate_labels: Sequence[str] | None = None,
-        hypothesis_template: str = DEFAULT_TEMPLATE,
+        hypothesis_template: str | None = None,
         top_k: int | None = None,
         timeout: float | None = None,
         batch_size: int | None = None,
@@ -75,10 +80,7 @@ class ZeroShotImageClassificationPipeline:
         if image is None:
             raise InputError("the zero-shot pipeline needs an image (PIL image, path or URL) or a list of them.")
         labels = _check_labels(candidate_labels)
-        if "{}" not in hypothesis_template:
-            raise InputError(
-                f"hypothesis_template must contain '{{}}' where the label goes, got {hypothesis_template!r}."
-            )
+        hypothesis_template = self.template(hypothesis_template)
         single = not isinstance(image, list | tuple)
         images = [image] if single else list(image)
         scores = self.scores(images, labels, hypothesis_template, timeout=timeout, batch_size=batch_size)
@@ -89,11 +91,11 @@ class ZeroShotImageClassificationPipeline:
         self,
         images: Sequence[Any],
         candidate_labels: Sequence[str],
-        hypothesis_template: str = DEFAULT_TEMPLATE,
+        hypothesis_template: str | None = None,
         timeout: float | None = None,
         batch_size: int | None = None,
     ) -> torch.Tensor:
-        """(N images, K labels) sigmoid probabilities, in input order."""
+        """(N images, K labels) sigmoid probabilities, in input order (a tensor without grad)."""
         rows = [row for _, row in self.iter_scores(images, candidate_labels, hypothesis_template, timeout, batch_size)]
         return torch.stack(rows) if rows else torch.empty(0, len(candidate_labels))
 
@@ -101,7 +103,7 @@ class ZeroShotImageClassificationPipeline:
         self,
         images: Sequence[Any],
         candidate_labels: Sequence[str],
-        hypothesis_template: str = DEFAULT_TEMPLATE,
+        hypothesis_template: str | None = None,
         timeout: float | None = None,
         batch_size: int | None = None,
         *,
@@ -114,16 +116,28 @@ class ZeroShotImageClassificationPipeline:
         for batch, image_embeds in self.iter_image_embeddings(
             images, timeout, batch_size or self.batch_size, skip_errors=skip_errors, honor_exif=honor_exif
         ):
-            probs = (
-                None if image_embeds is None else torch.sigmoid(self.logits(image_embeds, text_embeds)).float().cpu()
-            )
+            with torch.no_grad():  # scores are results, not part of a graph (`.numpy()` must work)
+                probs = (
+                    None
+                    if image_embeds is None
+                    else torch.sigmoid(self.logits(image_embeds, text_embeds)).float().cpu()
+                )
             results: list[tuple[int, Any]] = list(batch.failures)
             results += [(index, probs[row]) for row, index in enumerate(batch.indices)]
             yield from sorted(results, key=lambda pair: pair[0])
 
     # ---- building blocks ----------------------------------------------------------------------------
-    def label_embeddings(self, labels: Sequence[str], template: str = DEFAULT_TEMPLATE) -> torch.Tensor:
-        """Normalised text embeddings (K, D) of `template.format(label)`, computing only uncached prompts."""
+    def template(self, hypothesis_template: str | None = None) -> str:
+        """The prompt template to use: the one given, else the model's (`self.default_template`); checked."""
+        template = self.default_template if hypothesis_template is None else hypothesis_template
+        if not isinstance(template, str) or "{}" not in template:
+            raise InputError(f"hypothesis_template must contain '{{}}' where the label goes, got {template!r}.")
+        return template
+
+    def label_embeddings(self, labels: Sequence[str], template: str | None = None) -> torch.Tensor:
+        """Normalised text embeddings (K, D) of `template.format(label)` (default: `self.default_template`),
+        computing only uncached prompts."""
+        template = self.template(template)
         prompts = [template.format(label) for label in labels]
         missing = list(dict.fromkeys(p for p in prompts if p not in self.text_cache))
         if missing:
@@ -155,6 +169,17 @@ class ZeroShotImageClassificationPipeline:
         """image x text logits: cosine * exp(logit_scale) + logit_bias, as SiglipModel computes them."""
         scale, bias = self.model.logit_scale, self.model.logit_bias
         return (text_embeds @ image_embeds.t() * scale.exp() + bias).t()
+
+
+def model_template(model: Any) -> str:
+    """The zero-shot prompt template a model folder carries (`"hypothesis_template"` in config.json), else
+    the reference's `DEFAULT_TEMPLATE`."""
+    template = getattr(getattr(model, "config", None), "hypothesis_template", None)
+    if template is None:
+        return DEFAULT_TEMPLATE
+    if not isinstance(template, str) or "{}" not in template:
+        raise ConfigError(f"the model's config.json has hypothesis_template={template!r}, which has no '{{}}'.")
+    return template
 
 
 def _check_labels(candidate_labels: Any) -> list[str]:

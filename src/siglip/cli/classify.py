@@ -1,14 +1,13 @@
-"""`siglip classify IMAGE_OR_DIR... --labels cat dog`: zero-shot scores per image, as a table or JSON."""
+"""`siglip classify IMAGE_OR_DIR... --labels cat dog`: zero-shot scores per image, as a table or JSON lines."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from ..errors import ImageError, InputError
-from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
+from .common import add_model_arguments, check_positive, load_model_and_processor, progress_bar, shown, warn
 
 DEFAULT_TEMPLATE = "This is a photo of {}."  # the pipeline's (zero_shot.DEFAULT_TEMPLATE); not imported: torch
 
@@ -21,11 +20,22 @@ def register(subcommands: Any) -> None:
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files, folders or http(s) URLs")
     parser.add_argument(
-        "--labels", "-l", nargs="+", required=True, help="candidate labels (several words, or one comma list)"
+        "--labels",
+        "-l",
+        nargs="+",
+        required=True,
+        help="candidate labels: several words, or one comma list (its blank items dropped); '' is a valid label",
     )
-    parser.add_argument("--template", default=DEFAULT_TEMPLATE, help="prompt template (default: %(default)r)")
-    parser.add_argument("--top-k", type=int, default=None, help="keep the k best labels per image")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="prompt template with {} for the label (default: the model's own, a 'hypothesis_template' in its "
+        f"config.json, else {DEFAULT_TEMPLATE!r})",
+    )
+    parser.add_argument("--top-k", "-k", type=int, default=None, help="keep the k best labels per image")
+    parser.add_argument(
+        "--json", action="store_true", help='print JSON lines: {"image": ..., "results": [...]} per image'
+    )
     parser.add_argument("--skip-errors", action="store_true", help="report unreadable images and go on")
     parser.add_argument(
         "--ignore-exif", action="store_true", help="keep the stored orientation (default: apply EXIF, as transformers)"
@@ -35,11 +45,14 @@ def register(subcommands: Any) -> None:
 
 
 def parse_labels(values: list[str]) -> list[str]:
-    """`--labels cat dog` or `--labels "cat, dog"`: one comma-separated value is split."""
-    labels = [part.strip() for part in values[0].split(",")] if len(values) == 1 else list(values)
-    if not any(labels):
-        raise InputError("--labels is empty: give at least one label.")
-    return labels
+    """`--labels cat dog` (taken as given; an empty string is a label, as in the pipeline) or
+    `--labels "cat, dog"` (one value with commas is split; its blank items are dropped)."""
+    if len(values) == 1 and "," in values[0]:
+        labels = [part.strip() for part in values[0].split(",") if part.strip()]
+        if not labels:
+            raise InputError(f"--labels {values[0]!r} lists no label: give at least one.")
+        return labels
+    return list(values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,44 +60,42 @@ def run(args: argparse.Namespace) -> int:
     from ..zero_shot import ZeroShotImageClassificationPipeline, rank_labels
 
     labels = parse_labels(args.labels)
-    if args.top_k is not None and args.top_k < 1:
-        raise InputError(f"--top-k must be >= 1, got {args.top_k}")
-    if "{}" not in args.template:
+    check_positive(args.top_k, "--top-k")
+    if args.template is not None and "{}" not in args.template:
         raise InputError(f"--template must contain '{{}}' where the label goes, got {args.template!r}")
     paths = expand_image_paths(args.images)
     if not paths:
-        raise InputError(f"no image files found in {args.images}")
+        raise InputError(f"no image files found in {[shown(name) for name in args.images]}")
     model, processor = load_model_and_processor(args)
     pipe = ZeroShotImageClassificationPipeline(model, processor, batch_size=args.batch_size)
+    template = pipe.template(args.template)
 
-    records, failures = [], 0
+    failures = 0
     with progress_bar(len(paths), args) as bar:
         for index, scores in pipe.iter_scores(
-            paths, labels, args.template, skip_errors=args.skip_errors, honor_exif=not args.ignore_exif
+            paths, labels, template, skip_errors=args.skip_errors, honor_exif=not args.ignore_exif
         ):
             bar.update(1)
             if isinstance(scores, ImageError):
                 failures += 1
-                warn(f"skipped {paths[index]}: {scores}")
-                records.append({"image": paths[index], "error": str(scores)})
-                continue
-            records.append({"image": paths[index], "results": rank_labels(scores.tolist(), labels, args.top_k)})
-    if args.json:
-        json.dump(records, sys.stdout, indent=2)
-        print()
-    else:
-        print_table(records)
+                warn(f"skipped {shown(paths[index])}: {scores}")
+                record = {"image": paths[index], "error": str(scores)}
+            else:
+                record = {"image": paths[index], "results": rank_labels(scores.tolist(), labels, args.top_k)}
+            print_record(record, args.json)
     if failures:
         warn(f"{failures} of {len(paths)} images could not be read")
     return 1 if failures == len(paths) else 0
 
 
-def print_table(records: list[dict[str, Any]]) -> None:
-    """One block per image: path, then `score  label` lines from the best."""
-    for record in records:
-        print(record["image"])
-        if "error" in record:
-            print(f"  error: {record['error']}")
-            continue
-        for result in record["results"]:
-            print(f"  {result['score']:8.4f}  {result['label']}")
+def print_record(record: dict[str, Any], as_json: bool) -> None:
+    """One image's result as it comes: a JSON line, or a table block (path, then `score  label` from the best)."""
+    if as_json:
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+        return
+    print(shown(record["image"]))
+    if "error" in record:
+        print(f"  error: {record['error']}")
+        return
+    for result in record["results"]:
+        print(f"  {result['score']:8.4f}  {shown(result['label']) or repr('')}")

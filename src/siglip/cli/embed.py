@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DependencyError, InputError
-from .common import add_model_arguments, load_model_and_processor, progress_bar, warn
+from .common import add_model_arguments, check_positive, load_model_and_processor, progress_bar, shown, warn
 
 FORMATS = (".npy", ".parquet")
 
@@ -36,7 +36,9 @@ def register(subcommands: Any) -> None:
     )
     parser.add_argument("images", nargs="*", metavar="IMAGE_OR_DIR", help="image files, folders or URLs")
     parser.add_argument("--text", nargs="+", default=None, metavar="TEXT", help="texts to embed instead of images")
-    parser.add_argument("--text-file", default=None, help="a UTF-8 file with one text per line")
+    parser.add_argument(
+        "--text-file", default=None, help="a UTF-8 file with one text per line (blank lines are skipped)"
+    )
     parser.add_argument("--out", "-o", required=True, help="output: a .npy or .parquet file, or a folder (bulk job)")
     parser.add_argument("--no-normalize", action="store_true", help="keep raw (not L2-normalised) embeddings")
     parser.add_argument("--skip-errors", action="store_true", help="leave unreadable images out and go on")
@@ -77,9 +79,13 @@ def read_texts(args: argparse.Namespace) -> list[str] | None:
     texts = list(args.text or [])
     if args.text_file is not None:
         try:
-            texts += Path(args.text_file).read_text(encoding="utf-8").splitlines()
+            lines = Path(args.text_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"cannot read --text-file {args.text_file}: {error}") from None
+            raise InputError(f"cannot read --text-file {shown(args.text_file)}: {error}") from None
+        kept = [line for line in lines if line.strip()]
+        if len(kept) < len(lines):
+            warn(f"skipped {len(lines) - len(kept)} blank lines of {shown(args.text_file)}")
+        texts += kept
     return texts
 
 
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..encode import encode_texts
     from ..image.batches import expand_image_paths
 
+    check_positive(args.workers, "--workers")
     suffix = Path(args.out).suffix.lower()
     if suffix not in FORMATS or Path(args.out).is_dir():  # any other name (photos.emb, photos.emb/) is a folder
         return run_bulk(args)
@@ -98,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     inputs = texts if texts is not None else expand_image_paths(args.images)
     if not inputs:
         raise InputError("nothing to embed: no texts or no image files found")
+    if suffix == ".parquet":
+        check_utf8(inputs)
+    check_writable(Path(args.out))
     model, processor = load_model_and_processor(args)
     normalize = not args.no_normalize
     with progress_bar(len(inputs), args, unit="text" if texts is not None else "img") as bar:
@@ -108,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
             kept, rows = embed_images(model, processor, inputs, args, normalize, bar)
     metadata = {"model": str(args.model), "kind": "text" if texts is not None else "image", "normalized": normalize}
     write_embeddings(Path(args.out), kept, rows, metadata)
-    print(f"wrote {len(kept)} embeddings of dimension {rows.shape[1]} to {args.out}")
+    print(f"wrote {len(kept)} embeddings of dimension {rows.shape[1]} to {shown(args.out)}")
     return 0 if kept else 1
 
 
@@ -189,7 +199,7 @@ def embed_images(
     )
     for batch, embeds in batches:
         for index, error in batch.failures:
-            warn(f"skipped {paths[index]}: {error}")
+            warn(f"skipped {shown(paths[index])}: {error}")
         if embeds is not None:
             kept += [paths[index] for index in batch.indices]
             chunks.append(embeds.float().cpu().numpy())
@@ -210,7 +220,7 @@ def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[st
         with open(temporary, "wb") as handle:
             np.save(handle, rows.astype(np.float32, copy=False))
         sidecar = path.with_suffix(".inputs.json")
-        sidecar.write_text(json.dumps({**metadata, "inputs": inputs}, ensure_ascii=False, indent=1), encoding="utf-8")
+        sidecar.write_text(sidecar_json({**metadata, "inputs": inputs}), encoding="utf-8")
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -221,6 +231,43 @@ def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[st
         table = table.replace_schema_metadata({"siglip": json.dumps(metadata)})
         pq.write_table(table, temporary)
     os.replace(temporary, path)
+
+
+def sidecar_json(listing: dict[str, Any]) -> str:
+    """The `.inputs.json` text: UTF-8 as is; if a file name is not UTF-8 (a surrogate escape of a raw byte), all
+    non-ASCII is written as JSON `\\u` escapes, which read back to the same string (`os.fsencode` gives the
+    bytes)."""
+    text = json.dumps(listing, ensure_ascii=False, indent=1)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(listing, ensure_ascii=True, indent=1)
+    return text
+
+
+def check_utf8(inputs: list[str]) -> None:
+    """A Parquet string column holds only UTF-8: refuse file names that are not, before any work."""
+    for name in inputs:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError(
+                f"the file name {shown(name)} is not valid UTF-8 and cannot go in a Parquet string column: "
+                "rename it, or write --out X.npy (its .inputs.json keeps any name)"
+            ) from None
+
+
+def check_writable(path: Path) -> None:
+    """Fail before loading the model if `--out` cannot be written (a folder, a read-only or virtual file system)."""
+    if path.is_dir():
+        raise InputError(f"--out {shown(path)} is a folder; give a .npy or .parquet file name")
+    probe = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.open("wb").close()
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"cannot write --out {shown(path)}: {error.strerror or error}") from None
 
 
 def require_pyarrow() -> None:

@@ -168,10 +168,7 @@ def pack_rows(
         if return_tensors is None:
             input_ids, attention_mask = input_ids.tolist(), attention_mask.tolist()
     elif return_tensors is not None:
-        raise InputError(
-            f"cannot stack sequences of different lengths ({lengths.min()}..{lengths.max()} tokens) into "
-            f"{return_tensors!r} tensors: pass padding=True or padding='max_length' (with truncation=True)."
-        )
+        raise InputError(_ragged_message(lengths, target, return_tensors))
     else:
         input_ids, attention_mask = rows.to_lists(target, pad_id, eos_id, padding_side)
     data = {"input_ids": input_ids}
@@ -180,6 +177,22 @@ def pack_rows(
     if single and return_tensors is None:
         data = {key: value[0] for key, value in data.items()}
     return BatchFeature(data, tensor_type=return_tensors)
+
+
+def _ragged_message(lengths: Any, target: int | None, return_tensors: str) -> str:
+    """Why rows of different lengths cannot become `return_tensors` tensors, and the one fix that applies."""
+    if target is not None:  # padding to `target` was asked, but some texts are longer and nothing cuts them
+        longer = int((lengths > target).sum())
+        return (
+            f"{longer} of {len(lengths)} texts are longer than max_length={target} tokens (the longest has "
+            f"{int(lengths.max())}) and truncation is off, so they cannot be stacked into {return_tensors!r} "
+            f"tensors: pass truncation=True to cut them to {target} tokens."
+        )
+    return (
+        f"cannot stack texts of different lengths ({int(lengths.min())}..{int(lengths.max())} tokens) into "
+        f"{return_tensors!r} tensors without padding: pass padding='max_length' (what SigLIP was trained with; "
+        f"add truncation=True for texts longer than max_length) or padding=True (pad to the longest)."
+    )
 
 
 class BatchingTokenizer:

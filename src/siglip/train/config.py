@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,13 +60,16 @@ class TrainConfig:
     eps: float = option(1e-8, "AdamW epsilon")
     clip_grad: float = option(1.0, "clip the global gradient norm to this (0: off)")
     precision: str = option(
-        "fp32", "fp32, or bf16 autocast (fast on CPUs with AMX and on recent GPUs)", choices=("fp32", "bf16")
+        "fp32",
+        "fp32, or bf16 autocast (fast on CPUs with AMX and on recent GPUs); --precision is the old name",
+        choices=("fp32", "bf16"),
+        flags=("--dtype", "--precision"),  # --dtype as in every other command
     )
     grad_checkpointing: bool = option(False, "recompute encoder layers in backward (less memory, ~30%% slower)")
     loss_block_size: int | None = option(None, "compute the sigmoid loss in blocks of this many rows (memory-bounded)")
     # ---- runtime -------------------------------------------------------------------------------------------
     parallel: str = option("ddp", "under torchrun: ddp (replicate) or fsdp (FSDP2 sharding)", choices=("ddp", "fsdp"))
-    device: str = option("auto", "auto, cpu or cuda")
+    device: str = option("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N")
     seed: int = option(0, "seed of weights, data order and RNG streams")
     deterministic: bool = option(False, "deterministic kernels (bit-exact resume; slower)")
     threads: int | None = option(None, "torch intra-op threads per process (default: torch's)")
@@ -95,7 +99,24 @@ class TrainConfig:
             raise InputError("--warmup-steps must be >= 0 and --lr > 0.")
         if self.lock_text_steps < 0 or self.text_attention_init_scale <= 0:
             raise InputError("--lock-text-steps must be >= 0 and --text-attention-init-scale > 0.")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be >= 1, got {self.threads}.")
+        if self.num_workers < 0:
+            raise InputError(f"--num-workers must be >= 0 (0: load data in the main process), got {self.num_workers}.")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise InputError(f"--output-dir {self.output_dir!r} is a file, not a folder.")
+        _check_device(self.device)
         return self
+
+    def notes(self) -> list[str]:
+        """Legal but probably unintended settings, worth a warning before a run starts."""
+        notes = []
+        if self.warmup_steps >= self.steps:
+            notes.append(
+                f"--warmup-steps {self.warmup_steps} >= --steps {self.steps}: the learning rate never reaches "
+                f"--lr {self.lr:g} (it is still warming up when the run ends)"
+            )
+        return notes
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -103,11 +124,12 @@ class TrainConfig:
         for item in dataclasses.fields(cls):
             flag = "--" + item.name.replace("_", "-")
             kwargs = {key: value for key, value in item.metadata.items()}
+            flags = kwargs.pop("flags", (flag,))
             if item.type in ("bool", bool):
-                parser.add_argument(flag, action="store_true", **kwargs)
+                parser.add_argument(*flags, action="store_true", dest=item.name, **kwargs)
                 continue
             kind = _argument_type(str(item.type))
-            parser.add_argument(flag, type=kind, default=item.default, **kwargs)
+            parser.add_argument(*flags, type=kind, default=item.default, dest=item.name, **kwargs)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainConfig:
@@ -115,6 +137,20 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_device(device: str) -> None:
+    """`InputError` for a device that is not auto/cpu/cuda/cuda:N, or CUDA on a machine without it."""
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and (kind != "cuda" or not index.isdigit())):
+        raise InputError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}.")
+    if kind == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError(f"--device {device} was asked for, but CUDA is not available on this machine.")
+        if index and int(index) >= torch.cuda.device_count():
+            raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA devices.")
 
 
 def _argument_type(annotation: str) -> type:
