@@ -184,9 +184,9 @@ def _ragged_message(lengths: Any, target: int | None, return_tensors: str) -> st
     if target is not None:  # padding to `target` was asked, but some texts are longer and nothing cuts them
         longer = int((lengths > target).sum())
         return (
-            f"{longer} of {len(lengths)} texts are longer than max_length={target} tokens (the longest has "
-            f"{int(lengths.max())}) and truncation is off, so they cannot be stacked into {return_tensors!r} "
-            f"tensors: pass truncation=True to cut them to {target} tokens."
+            f"cannot stack texts of different lengths into {return_tensors!r} tensors: {longer} of {len(lengths)} "
+            f"texts are longer than max_length={target} tokens (the longest has {int(lengths.max())}) and "
+            f"truncation is off: pass truncation=True to cut them to {target} tokens."
         )
     return (
         f"cannot stack texts of different lengths ({int(lengths.min())}..{int(lengths.max())} tokens) into "
