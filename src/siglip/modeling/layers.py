@@ -61,9 +61,10 @@ def check_attn_implementation(name: str | None) -> str:
 def key_padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """(batch, keys) 0/1 mask -> additive (batch, 1, 1, keys) bias: 0 where kept, dtype-min where masked.
 
-    Returns None when nothing is masked, so the attention kernels can take their unmasked fast path.
+    Returns None when nothing is masked, so the attention kernels can take their unmasked fast path (in eager
+    only: under torch.compile that test would read a value and break the graph, and an all-zero bias is exact).
     """
-    if attention_mask is None or bool(attention_mask.all()):
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
         return None
     keep = attention_mask[:, None, None, :].to(torch.bool)
     bias = torch.zeros(keep.shape, dtype=dtype, device=attention_mask.device)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Siglip2VisionConfig
+from ..errors import InputError
 from . import packed
 
 
@@ -51,13 +52,20 @@ class Siglip2VisionEmbeddings(nn.Module):
         embedded = packed.try_packed_linear(self.patch_embedding, pixel_values, residual=positions)
         return self.patch_embedding(pixel_values) + positions if embedded is None else embedded
 
+    @torch.compiler.disable
     def positions(self, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:
         """Per-image resized positions, (batch, length, hidden); rows past rows*cols repeat position 0.
 
         One resize per distinct shape, then a single gather: row i of image b reads
-        `table[offset(shape_b) + (i if i < rows_b * cols_b else 0)]`.
+        `table[offset(shape_b) + (i if i < rows_b * cols_b else 0)]`. Raises InputError for a grid that does not
+        fit the sequence. Eager under torch.compile (it reads the shapes' values, which would make dynamo break the
+        graph and recompile per shape): the compiled graph receives the gathered positions as a tensor.
         """
         shapes, inverse = torch.unique(spatial_shapes.cpu().long(), dim=0, return_inverse=True)
+        if bool((shapes < 1).any()) or bool((shapes.prod(dim=-1) > length).any()):
+            raise InputError(
+                f"each spatial_shapes row needs rows, cols >= 1 and rows * cols <= {length} (the patch count)."
+            )
         table = torch.cat([self.resized_grid(rows, cols) for rows, cols in shapes.tolist()])
         sizes = shapes.prod(dim=-1)
         offsets = (sizes.cumsum(0) - sizes)[inverse]
@@ -74,7 +82,7 @@ class Siglip2VisionEmbeddings(nn.Module):
         weight = self.position_embedding.weight
         cacheable = not (torch.is_grad_enabled() and weight.requires_grad)
         if cacheable:
-            key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+            key = packed.tensor_key(weight)
             if key != self._cache_key:
                 self._grid_cache.clear()
                 self._cache_key = key

@@ -14,6 +14,9 @@ to MKL there). Results equal `F.linear` up to fp32 summation order (~1e-6 relati
 Packed weights live next to the originals (the state dict is unchanged: the reference's names and layout), so
 inference holds the linear weights twice; `model.set_weight_packing(False)` frees the copies and turns the path off.
 A packed copy is rebuilt when a source tensor is replaced or updated in place (its pointer or version changes).
+Inference tensors (made inside `torch.inference_mode()`, e.g. by `model.to(...)` there) keep no version counter:
+an in-place update of such a weight inside inference mode goes unseen, so call `model.set_weight_packing(True)`
+(which clears the caches) after editing weights that way. `from_pretrained` always builds normal tensors.
 """
 
 from __future__ import annotations
@@ -27,6 +30,13 @@ _BF16_OK = _HAS_ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 # oneDNN post-op names for the activations it can fuse: config name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none"), "relu": ("relu", "")}
+
+
+def tensor_key(tensor: torch.Tensor) -> tuple:
+    """What identifies a tensor's contents for a cache: storage, in-place version (None for inference tensors,
+    which track none), dtype and device."""
+    version = None if tensor.is_inference() else tensor._version
+    return tensor.data_ptr(), version, tensor.dtype, tensor.device
 
 
 class PackedWeights:
@@ -54,7 +64,7 @@ class PackedWeights:
         self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None], rows: int
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(packed weight, bias) for the concatenation of `weights` / `biases`, packed on first use."""
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (*weights, *biases) if t is not None)
+        key = tuple(tensor_key(t) for t in (*weights, *biases) if t is not None)
         if key != self._key or self._value is None:
             with torch.no_grad():
                 weight = weights[0] if len(weights) == 1 else torch.cat(list(weights))

@@ -213,30 +213,33 @@ class SiglipPreTrainedModel(nn.Module):
         if target_dtype is None:
             target_dtype = _stored_float_dtype(checkpoint_keys)
 
-        with torch.device("meta"):
-            model = cls(config)
-        model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-        alignment = align_keys(checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes))
-        newly_initialized = [k for k in alignment.missing if k.startswith(cls.optional_parts)]
-        missing = [k for k in alignment.missing if k not in newly_initialized]
-        if missing or alignment.unexpected or alignment.mismatched:
-            raise CheckpointError(_describe_mismatch(source, cls.__name__, missing, alignment))
+        # Normal tensors even when called inside torch.inference_mode(): inference tensors could never be used
+        # with autograd later and carry no version counters (which the inference caches read).
+        with torch.inference_mode(False):
+            with torch.device("meta"):
+                model = cls(config)
+            model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+            alignment = align_keys(checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes))
+            newly_initialized = [k for k in alignment.missing if k.startswith(cls.optional_parts)]
+            missing = [k for k in alignment.missing if k not in newly_initialized]
+            if missing or alignment.unexpected or alignment.mismatched:
+                raise CheckpointError(_describe_mismatch(source, cls.__name__, missing, alignment))
 
-        state = {}
-        for name, tensor in iter_checkpoint_tensors(files, target_device):
-            if name in alignment.mapping:
-                if tensor.is_floating_point():
-                    tensor = tensor.to(target_dtype)
-                state[alignment.mapping[name]] = tensor.to(target_device)
-        model.load_state_dict(state, strict=False, assign=True)
-        del state
-        if newly_initialized:
-            model._materialize(newly_initialized, target_device, target_dtype)
-            warnings.warn(
-                f"Some weights of {cls.__name__} were not in the checkpoint {source} and are newly initialized: "
-                f"{newly_initialized}. Train the model on a downstream task before using its predictions.",
-                stacklevel=2,
-            )
+            state = {}
+            for name, tensor in iter_checkpoint_tensors(files, target_device):
+                if name in alignment.mapping:
+                    if tensor.is_floating_point():
+                        tensor = tensor.to(target_dtype)
+                    state[alignment.mapping[name]] = tensor.to(target_device)
+            model.load_state_dict(state, strict=False, assign=True)
+            del state
+            if newly_initialized:
+                model._materialize(newly_initialized, target_device, target_dtype)
+                warnings.warn(
+                    f"Some weights of {cls.__name__} were not in the checkpoint {source} and are newly initialized: "
+                    f"{newly_initialized}. Train the model on a downstream task before using its predictions.",
+                    stacklevel=2,
+                )
         model.config.dtype = str(target_dtype).removeprefix("torch.")
         model.set_attn_implementation(config.attn_implementation)
         return model.eval()

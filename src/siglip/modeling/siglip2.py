@@ -68,6 +68,7 @@ class Siglip2VisionModel(SiglipVisionModel):
             output = self.encode_embeddings(hidden_states, bias, output_attentions, output_hidden_states)
         return output if return_dict else output.to_tuple()
 
+    @torch.compiler.disable  # data-dependent lengths and gathers: eager under torch.compile
     def _forward_packed(
         self,
         pixel_values: torch.Tensor,
@@ -96,7 +97,11 @@ class Siglip2VisionModel(SiglipVisionModel):
         pixel_attention_mask: torch.Tensor | None,
         spatial_shapes: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Raise InputError for malformed NaFlex inputs; returns the mask (all ones when None)."""
+        """Raise InputError for malformed NaFlex inputs; returns the mask (all ones when None).
+
+        Only shapes are checked here, so that torch.compile traces this without a graph break; the values of
+        `spatial_shapes` are checked where they are read, in the (eager) position-grid step of the embeddings.
+        """
         row = self.config.num_channels * self.config.patch_size**2
         if not isinstance(pixel_values, torch.Tensor) or pixel_values.dim() != 3 or pixel_values.shape[-1] != row:
             raise InputError(
@@ -106,11 +111,6 @@ class Siglip2VisionModel(SiglipVisionModel):
         batch, length = pixel_values.shape[:2]
         if not isinstance(spatial_shapes, torch.Tensor) or tuple(spatial_shapes.shape) != (batch, 2):
             raise InputError(f"spatial_shapes must be an integer tensor of shape ({batch}, 2): (rows, cols) per image.")
-        sizes = spatial_shapes.prod(dim=-1)
-        if bool((spatial_shapes < 1).any()) or bool((sizes > length).any()):
-            raise InputError(
-                f"each spatial_shapes row needs rows, cols >= 1 and rows * cols <= {length} (the patch count)."
-            )
         if pixel_attention_mask is None:
             return torch.ones((batch, length), dtype=torch.long, device=pixel_values.device)
         if tuple(pixel_attention_mask.shape) != (batch, length):
