@@ -28,7 +28,7 @@ transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
 
 FIXTURES = Path(__file__).parent / "fixtures"
-READABLE = sorted(p.name for p in FIXTURES.iterdir() if p.name != "multipage_rgb.tif")
+READABLE = sorted(p.name for p in FIXTURES.iterdir() if p.is_file() and p.name != "multipage_rgb.tif")
 TOL = 1e-6
 LEVEL = 2 / 255 + 1e-5  # one uint8 level after the default normalisation
 FAST_MAX, FAST_MEAN = LEVEL, 1e-4  # downscaling: within one level; upscaling: within two

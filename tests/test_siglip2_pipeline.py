@@ -104,7 +104,9 @@ def test_cli_classify_naflex(naflex_checkpoint):
     result = subprocess.run([*command, "--model", str(naflex_checkpoint)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     expected = siglip.pipeline(model=str(naflex_checkpoint))(image, candidate_labels=LABELS)
-    got = json.loads(result.stdout)[0]["results"]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1  # JSON lines: one object per image
+    got = json.loads(lines[0])["results"]
     assert [r["label"] for r in got] == [r["label"] for r in expected]
 
 

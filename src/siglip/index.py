@@ -101,6 +101,7 @@ class Index:
         meta: list[str] | None = None,
         generation: int = 0,
         root: str = "",
+        kind: str = "image",
     ) -> None:
         """`shards[i]` holds embeddings; `rows[i]` (None: all) the rows of it that are items, in id order."""
         self.rows = rows if rows is not None else [None] * len(shards)
@@ -112,6 +113,7 @@ class Index:
         self.keys = keys if keys is not None else paths
         self.meta = meta if meta is not None else [""] * len(paths)
         self.model_name, self.folder, self.generation, self.root = model, folder, generation, root
+        self.kind = kind  # what the items are: "image" (paths) or "text"
         self.dim = shards[0].shape[1] if shards else 0
         self._ann: Any = None
         self._encoder: tuple[Any, Any] | None = None
@@ -165,6 +167,7 @@ class Index:
             meta=meta,
             generation=collection.state.generation,
             root=collection.state.root,
+            kind=settings.kind,
         )
 
     @classmethod

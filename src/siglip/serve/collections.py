@@ -52,10 +52,8 @@ class Collections:
                     "serve it with the model that embedded it"
                 )
             name = self._unique(Path(folder).resolve().name)
-            spec = _job_spec(index)
-            root = spec.get("root") or spec.get("source") or ""
-            root = root if os.path.isdir(root) else str(index.folder or "")
-            self.items.append(Collection(name, spec.get("kind", "image"), index, offset, root))
+            root = index.root if os.path.isdir(index.root) else ""
+            self.items.append(Collection(name, index.kind, index, offset, root))
             offset += len(index)
         self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -128,13 +126,3 @@ class Collections:
                 self._thumbnails.popitem(last=False)
         return data
 
-
-def _job_spec(index: Index) -> dict[str, Any]:
-    """The collection's job.json (kind, source folder, ...), read as a plain dict."""
-    import json
-
-    from ..bulk.job import JOB_FILE
-
-    if index.folder is None:
-        return {}
-    return json.loads((index.folder / JOB_FILE).read_text(encoding="utf-8"))
