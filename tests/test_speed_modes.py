@@ -16,7 +16,7 @@ from conftest import TINY_CONFIGS, max_diff, random_ids
 
 import siglip
 from siglip.modeling import layers
-from siglip.modeling.packed import PackedWeights
+from siglip.modeling.packed import PackedWeights, tensor_key
 
 TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
 # fp32 packed vs plain: same math, another summation order.
@@ -140,7 +140,7 @@ def test_compile_keeps_packed_weights_between_calls(model, inputs):
     original = PackedWeights.get
 
     def counting_get(self, weights, biases, rows):
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (*weights, *biases) if t is not None)
+        key = tuple(tensor_key(t) for t in (*weights, *biases) if t is not None)
         misses.append(key != self._key or self._value is None)
         return original(self, weights, biases, rows)
 

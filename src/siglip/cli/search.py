@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ..errors import InputError
+from .common import DEFAULT_DEVICE
 
 
 def register(subcommands: Any) -> None:
@@ -36,7 +37,7 @@ def register(subcommands: Any) -> None:
     )
     parser.add_argument("--ann", action="store_true", help="use the ANN index of `siglip index DIR` (approximate)")
     parser.add_argument("--model", "-m", default=None, help="encoder of the queries (default: the one of the job)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--device", default=DEFAULT_DEVICE, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     parser.set_defaults(run=run)
 
 
