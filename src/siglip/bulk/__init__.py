@@ -9,8 +9,10 @@ folder layout and its live view, `sync` the change detection, `BulkJob` one segm
 
 from .collection import Collection
 from .compact import compact
+from .dedup import DuplicateGroups, near_duplicates, write_groups
 from .job import BulkJob, JobSpec, JobSummary, Shard, plan_shards, run_local
 from .run import embed_source
+from .score import ScoreSummary, list_pairs, score_pairs
 from .sources import SourceItems, list_source
 from .writer import ManifestRow, open_embeddings, read_manifest
 
@@ -18,15 +20,21 @@ __all__ = [
     "BulkJob",
     "Collection",
     "compact",
+    "DuplicateGroups",
     "JobSpec",
     "JobSummary",
     "ManifestRow",
     "Shard",
     "SourceItems",
     "embed_source",
+    "list_pairs",
     "list_source",
+    "near_duplicates",
     "open_embeddings",
     "plan_shards",
     "read_manifest",
     "run_local",
+    "ScoreSummary",
+    "score_pairs",
+    "write_groups",
 ]

@@ -318,11 +318,17 @@ def run_local(
     honor_exif: bool = True,
     progress: Callable[[int], Any] | None = None,
     max_batch_size: int = MAX_BATCH_SIZE,
+    settled: dict[int, tuple[str, str]] | None = None,
+    to_rows: Callable[[list[int], np.ndarray], np.ndarray] | None = None,
 ) -> BufferGauge:
     """Embed the job's pending shards in this process: worker threads decode upcoming batches while the model
     runs (`image.batches.iter_image_batches`); each shard is committed as soon as its last item is done.
     `batch_size` is capped at `max_batch_size` (the caller warns), so at most (PREFETCH + 2) x that many decoded
-    images are held at once whatever was asked. Returns the gauge of decoded images held."""
+    images are held at once whatever was asked. Returns the gauge of decoded images held.
+
+    Image jobs only: `settled` maps source positions whose outcome is known without decoding to their
+    (status, error), recorded as they are; `to_rows(positions, embeddings)` turns each batch's embeddings into
+    the rows the shards store (`bulk.score` stores a pair's score and cosine instead of the embedding)."""
     import torch
 
     from ..encode import encode_texts, model_inputs
@@ -344,7 +350,11 @@ def run_local(
     owners: list[tuple[int, int]] = []
     for shard in pending:
         for position in range(shard.start, shard.stop):
-            if is_supported_image(items[position]):
+            if settled and position in settled:
+                assembler.add(shard.index, position, *settled[position])
+                if progress is not None:
+                    progress(1)
+            elif is_supported_image(items[position]):
                 owners.append((shard.index, position))
             else:
                 suffix = os.path.splitext(items[position])[1] or "(none)"
@@ -368,7 +378,10 @@ def run_local(
         if batch.inputs is not None:
             with torch.inference_mode():
                 features = model.get_image_features(**model_inputs(batch.inputs, model.device, model.dtype))
-            for index, vector in zip(batch.indices, fp32_features(features, normalize)):
+            vectors = fp32_features(features, normalize)
+            if to_rows is not None:
+                vectors = to_rows([owners[index][1] for index in batch.indices], vectors)
+            for index, vector in zip(batch.indices, vectors):
                 assembler.add(*owners[index], "ok", embedding=vector)
             gauge.add(-len(batch.indices))
         if progress is not None:

@@ -22,7 +22,8 @@ _OFFSETS: dict[str, dict[str, tuple[int, int, int]]] = {}  # tar path -> member 
 _LOCK = threading.Lock()
 
 
-def _tars(path: Path, exclude: Path | None = None) -> list[Path]:
+def list_tars(path: Path, exclude: Path | None = None) -> list[Path]:
+    """The `.tar` file `path`, or the `.tar`s under the folder `path` (`exclude` left out), sorted."""
     if path.is_file():
         return [path] if path.suffix == ".tar" else []
     excluded = os.path.realpath(exclude) if exclude is not None else None
@@ -121,7 +122,7 @@ def list_webdataset(path: Path):  # -> SourceItems (imported late: sources impor
 
     root = path.parent if path.is_file() else path
     items = []
-    for tar in _tars(path):
+    for tar in list_tars(path):
         relative = os.path.relpath(tar, root)
         for members in samples(tar).values():
             name = image_member(members)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from .common import run_reporting_errors
 
-COMMANDS = ("classify", "embed", "search", "index", "serve", "train", "export")
+COMMANDS = ("classify", "embed", "search", "index", "serve", "train", "export", "score", "dedup", "compact")
 
 
 def build_parser() -> argparse.ArgumentParser:
