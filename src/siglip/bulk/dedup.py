@@ -1,6 +1,7 @@
 """`near_duplicates(index, threshold)`: groups of near-duplicate items of a collection, in bounded memory.
 
-Two items are near-duplicates when the cosine of their embeddings is >= `threshold`; a group is a connected
+Two items are near-duplicates when the cosine of their embeddings is >= `threshold` (less float32 rounding,
+1e-6, so that `threshold=1` finds exact copies); a group is a connected
 component of that relation (single linkage: a chain of near-copies is one group), its representative the
 member with the smallest id (the first in collection order), and every member's score is its cosine to the
 representative (which may be below the threshold for a member reached through a chain).
@@ -30,6 +31,7 @@ from .writer import atomic_write
 
 MARGIN = 0.02  # candidates from the bfloat16 tile (or the f16 graph) are re-checked in float32 within this
 BLOCK = 4096  # rows per tile
+ROUNDING = 1e-6  # float32 rounding: an exact copy's cosine may read 0.99999994, still ">= 1.0"
 
 
 @dataclass
@@ -112,7 +114,7 @@ def _exact_pairs(index: Any, threshold: float, block: int, sets: UnionFind, prog
                 rows, columns = (scores[hit] >= threshold - MARGIN).nonzero(as_tuple=True)
                 rows, columns = hit[rows].numpy(), columns.numpy()
                 exact = np.einsum("nd,nd->n", queries[rows], others[columns])
-                keep = exact >= threshold
+                keep = exact >= threshold - ROUNDING
                 sets.union(start + rows[keep], column + columns[keep])
         if progress is not None:
             progress(len(queries))
@@ -130,7 +132,7 @@ def _ann_pairs(index: Any, threshold: float, block: int, k: int, sets: UnionFind
             neighbours = ids[rows, columns]
             unique, inverse = np.unique(neighbours, return_inverse=True)
             exact = np.einsum("nd,nd->n", queries[rows], _gather(index, unique)[inverse])
-            keep = exact >= threshold
+            keep = exact >= threshold - ROUNDING
             sets.union(start + rows[keep], neighbours[keep])
         if progress is not None:
             progress(len(queries))

@@ -177,7 +177,8 @@ def embed_source(
             raise InputError(f"output folder {out} is not empty and holds no collection: choose a new or empty folder")
         else:
             collection = Collection.create(out, settings)
-        plan = plan_sync(items, collection.live(), workers)
+        live = collection.live()
+        plan = plan_sync(items, live, workers)
         shards = resumed = peak = 0
         if plan.empty:
             collection.set_source(os.path.abspath(source), items.root)
@@ -206,7 +207,7 @@ def embed_source(
                 job.out.relative_to(out).as_posix(), rows, source=os.path.abspath(source), root=items.root
             )
             collection.remove_unlisted()
-        live = collection.live()
+            live = collection.live()
         collection.write_live_manifest(live)
         from ..index import refresh_ann
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from ..threads import default_workers
 from .sources import SourceItems, is_supported_image
@@ -21,6 +23,7 @@ from .webdataset import member_stat, read_member
 from .writer import ManifestRow
 
 HASH_BLOCK = 1 << 20
+T = TypeVar("T")
 
 
 def content_hash(data: bytes) -> str:
@@ -46,6 +49,20 @@ def hash_item(source: SourceItems, position: int) -> str:
         return ""
 
 
+CHUNK = 512  # items per thread-pool task: one future per item costs more than a stat of a cached file
+
+
+def map_chunked(function: Callable[[int], T], positions: list[int], workers: int | None) -> list[T]:
+    """`[function(p) for p in positions]` on a thread pool, `CHUNK` positions per task (file system calls
+    release the GIL, so a slow or network file system is read in parallel)."""
+
+    def run(start: int) -> list[T]:
+        return [function(p) for p in positions[start : start + CHUNK]]
+
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+        return [value for part in pool.map(run, range(0, len(positions), CHUNK)) for value in part]
+
+
 def stat_items(source: SourceItems, workers: int | None = None) -> None:
     """Fill `source.sizes` and `source.mtimes` (-1 for texts' mtime and unreadable files)."""
     if source.kind == "text":
@@ -64,8 +81,7 @@ def stat_items(source: SourceItems, workers: int | None = None) -> None:
         except (OSError, ValueError):
             return -1, -1
 
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        found = list(pool.map(stat, range(len(source.items)), chunksize=256))
+    found = map_chunked(stat, list(range(len(source.items))), workers)
     source.sizes = [size for size, _ in found]
     source.mtimes = [mtime for _, mtime in found]
 
@@ -126,9 +142,8 @@ def plan_sync(source: SourceItems, live: dict[str, ManifestRow], workers: int | 
     ]
     hashes = [live[key].hash if key in live else "" for key in source.keys]
     hashable = [p for p in needs_hash if _hashable(source, p)]
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for position, digest in zip(hashable, pool.map(lambda p: hash_item(source, p), hashable)):
-            hashes[position] = digest
+    for position, digest in zip(hashable, map_chunked(lambda p: hash_item(source, p), hashable, workers)):
+        hashes[position] = digest
     source.hashes = hashes
     present = set(source.keys)
     donors = {row.hash: row for row in live.values() if row.hash and row.status in ("ok", "corrupt")}
