@@ -38,6 +38,7 @@ SUITE = {
     "loss": ("bench_loss.py", [], ["--quick"]),
     "bulk-embed": ("bench_bulk_embed.py", [], ["--quick"]),
     "search": ("bench_search.py", [], ["--quick"]),
+    "collection": ("bench_collection.py", [], ["--quick"]),
 }
 
 
