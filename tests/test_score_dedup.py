@@ -107,6 +107,7 @@ def test_score_records_bad_rows_and_reads_parquet_jsonl_and_webdataset(reference
         ("notes.txt", "x"),
         ("img/bad.png", "x"),
         ("img/rocket.jpg", None),
+        ("https://example.com/a.jpg", "a URL"),
     ]
     records = [{"image": row["image"], "caption": row["caption"]} for row in rows]
     records += [{"image": image, "caption": text} for image, text in bad]
@@ -120,12 +121,12 @@ def test_score_records_bad_rows_and_reads_parquet_jsonl_and_webdataset(reference
         summary = score_pairs(
             folder / name, tmp_path / name, model=str(reference_checkpoint), image_column="image", text_column="caption"
         )
-        assert (summary.total, summary.ok, summary.failed) == (9, 4, 5)
+        assert (summary.total, summary.ok, summary.failed) == (10, 4, 6)
         results[name] = pq.read_table(summary.path).to_pydict()
     table = results["pairs.parquet"]
-    assert table["status"][4:] == ["corrupt", "missing", "unsupported", "corrupt", "missing"]
-    assert "does not exist" in table["error"][4] and "no text" in table["error"][8]
-    assert table["score"][4:] == [None] * 5 and table["key"] == [str(i) for i in range(9)]
+    assert table["status"][4:] == ["corrupt", "missing", "unsupported", "corrupt", "missing", "missing"]
+    assert "does not exist" in table["error"][4] and "no text" in table["error"][8] and "URL" in table["error"][9]
+    assert table["score"][4:] == [None] * 6 and table["key"] == [str(i) for i in range(10)]
     np.testing.assert_allclose(results["pairs.jsonl"]["score"][:4], table["score"][:4], atol=1e-7)
 
     with tarfile.open(tmp_path / "shard-0.tar", "w") as archive:  # the same 4 pairs as webdataset samples

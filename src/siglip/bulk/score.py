@@ -77,6 +77,8 @@ def list_pairs(
     for position, (image, text) in enumerate(zip(images, raw_texts)):
         if not image:
             problems[position] = f"no image in column {image_column!r}"
+        elif image.startswith(("http://", "https://")):
+            problems[position] = "a URL: download the images first (e.g. to webdataset tars); score reads local files"
         elif text is None or (isinstance(text, float) and text != text):  # None or NaN: a missing value
             problems[position] = f"no text in column {text_column!r}"
     return PairItems("image", images, os.path.abspath(path.parent), keys=keys, texts=texts, problems=problems)
