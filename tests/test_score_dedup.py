@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +248,33 @@ def test_dedup_finds_planted_copies_and_near_copies_in_a_collection(reference_ch
     assert pq.read_table(out / "duplicates.parquet").column_names == ["group", "path", "key", "score", "representative"]
     assert main(["dedup", str(out), "--threshold", "1.5"]) == 2
     assert main(["dedup", str(out), "--ann"]) == 2  # no graph built: refused, not silently exact
+
+
+def test_score_killed_with_sigkill_resumes_to_the_same_table(reference_checkpoint, tmp_path):
+    rows = pairs_folder(tmp_path) * 2
+    table = write_csv(tmp_path / "pairs" / "pairs.csv", rows)
+    command = [sys.executable, "-m", "siglip", "score", str(table), "--image-column", "image", "--text-column"]
+    command += ["caption", "--out", str(tmp_path / "run"), "--model", str(reference_checkpoint), "--shard-size", "2"]
+    command += ["--batch-size", "2", "--no-progress", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if len(list((tmp_path / "run" / "shards").glob("*.parquet"))) >= 3:
+            break
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "run" / "scores.parquet").exists()
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    resumed = re.search(r"14 shards \((\d+) already done\)", finished.stdout)
+    assert resumed and int(resumed.group(1)) >= 3 and "28 scored" in finished.stdout, finished.stdout
+    whole = score_pairs(table, tmp_path / "whole", model=str(reference_checkpoint), image_column="image",
+                        text_column="caption")  # fmt: skip
+    got, expected = (
+        pq.read_table(tmp_path / "run" / "scores.parquet").to_pydict(),
+        pq.read_table(whole.path).to_pydict(),
+    )
+    assert got["key"] == expected["key"] and got["status"] == expected["status"]
+    np.testing.assert_allclose(got["score"], expected["score"], atol=1e-6)
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp-" in p.name]
