@@ -15,6 +15,7 @@ Dedup: N synthetic unit embeddings (D=768 by default) with 1 % planted near-copi
 original), float32 .npy memory-mapped as `Index.open` maps shards; `near_duplicates(threshold=0.95)` runs in a
 child process per size, which reports its time, its peak anonymous memory (sampled every 20 ms: what the
 algorithm holds) and its peak RSS (including the memory-mapped embeddings, page cache the kernel can reclaim).
+`--ann` also times `near_duplicates(ann=True)` from a usearch graph built in the child (build time apart).
 """
 
 from __future__ import annotations
@@ -157,8 +158,9 @@ def planted_embeddings(path: Path, count: int, dim: int) -> int:
     return planted
 
 
-def dedup_child(path: str, threshold: float, block: int) -> None:
-    """In a fresh process: open the embeddings memory-mapped, dedup, print one JSON line of measurements."""
+def dedup_child(path: str, threshold: float, block: int, mode: str) -> None:
+    """In a fresh process: open the embeddings memory-mapped, dedup (`mode` "exact", or "ann": build a usearch
+    graph first, connectivity 16 / expansion 64, timed apart), print one JSON line of measurements."""
     from siglip import Index
     from siglip.bulk import near_duplicates
 
@@ -176,34 +178,39 @@ def dedup_child(path: str, threshold: float, block: int) -> None:
     sampler.start()
     rows = np.load(path, mmap_mode="r")
     index = Index([rows], [f"{i:07d}.jpg" for i in range(len(rows))])
+    build = 0.0
+    if mode == "ann":
+        build = index.build_ann(connectivity=16, expansion_add=64, expansion_search=64, queries=100).build_seconds
     started = time.perf_counter()
-    groups = near_duplicates(index, threshold, block=block)
+    groups = near_duplicates(index, threshold, block=block, ann=mode == "ann")
     seconds = time.perf_counter() - started
     done.set()
     sampler.join()
     with open("/proc/self/status") as status:
         hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    report = {"seconds": seconds, "anon_mb": peak["anon"] / 1024, "rss_mb": hwm / 1024}
+    report = {"seconds": seconds, "build": build, "anon_mb": peak["anon"] / 1024, "rss_mb": hwm / 1024}
     report.update(grouped=len(groups.ids), groups=groups.groups)
     print(json.dumps(report))
 
 
-def bench_dedup(sizes: list[int], dim: int, threshold: float, block: int) -> None:
-    print("\n| N x D | planted copies | groups found | items grouped | seconds | peak anon MB | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+def bench_dedup(sizes: list[int], dim: int, threshold: float, block: int, modes: list[str]) -> None:
+    print("\n| N x D | mode | planted copies | groups found | items grouped | seconds | peak anon MB | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for count in sizes:
         with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
             path = Path(tmp) / "embeddings.npy"
             planted = planted_embeddings(path, count, dim)
-            command = [sys.executable, __file__, "--dedup-child", str(path), str(threshold), str(block)]
-            child = subprocess.run(command, capture_output=True, text=True, check=True)
-            report = json.loads(child.stdout.strip().splitlines()[-1])
-            print(
-                f"| {count:,} x {dim} | {planted:,} | {report['groups']:,} | {report['grouped']:,} | "
-                f"{report['seconds']:.1f} | {report['anon_mb']:.0f} | {report['rss_mb']:.0f} |",
-                flush=True,
-            )
-            record(f"dedup exact, {count} x {dim}", count / report["seconds"], 0, "items/s")
+            for mode in modes:
+                command = [sys.executable, __file__, "--dedup-child", str(path), str(threshold), str(block), mode]
+                child = subprocess.run(command, capture_output=True, text=True, check=True)
+                report = json.loads(child.stdout.strip().splitlines()[-1])
+                build = f" (+ {report['build']:.1f} graph build)" if mode == "ann" else ""
+                print(
+                    f"| {count:,} x {dim} | {mode} | {planted:,} | {report['groups']:,} | {report['grouped']:,} | "
+                    f"{report['seconds']:.1f}{build} | {report['anon_mb']:.0f} | {report['rss_mb']:.0f} |",
+                    flush=True,
+                )
+                record(f"dedup {mode}, {count} x {dim}", count / report["seconds"], 0, "items/s")
 
 
 def main() -> None:
@@ -217,11 +224,12 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=4096, help="dedup tile rows (default: %(default)s)")
     parser.add_argument("--skip-sync", action="store_true", help="only the dedup part")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script runs")
-    parser.add_argument("--dedup-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--ann", action="store_true", help="also time dedup from a usearch graph (needs usearch)")
+    parser.add_argument("--dedup-child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.dedup_child:
-        path, threshold, block = args.dedup_child
-        dedup_child(path, float(threshold), int(block))
+        path, threshold, block, mode = args.dedup_child
+        dedup_child(path, float(threshold), int(block), mode)
         return
     if args.quick:
         args.n, args.dedup_sizes, args.dim = 600, [5000], 64
@@ -230,7 +238,7 @@ def main() -> None:
     if not args.skip_sync:
         bench_sync(args.n, args.batch_size, args.workers)
     if args.dedup_sizes:
-        bench_dedup(args.dedup_sizes, args.dim, args.threshold, args.block)
+        bench_dedup(args.dedup_sizes, args.dim, args.threshold, args.block, ["exact"] + ["ann"] * args.ann)
     print(f"load average at end: {os.getloadavg()[0]:.2f} (1 min)")
 
 

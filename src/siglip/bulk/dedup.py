@@ -127,7 +127,7 @@ def _ann_pairs(index: Any, threshold: float, block: int, k: int, sets: UnionFind
         queries = _rows(index, start, min(start + block, count))
         scores, ids = index.search_arrays(queries, k, ann=True)
         mine = np.arange(start, start + len(queries))[:, None]
-        rows, columns = np.nonzero((scores >= threshold - MARGIN) & (ids > mine))
+        rows, columns = np.nonzero((scores >= threshold - MARGIN) & (ids >= 0) & (ids != mine))  # both directions
         if len(rows):
             neighbours = ids[rows, columns]
             unique, inverse = np.unique(neighbours, return_inverse=True)
