@@ -189,11 +189,14 @@ def test_dedup_equals_a_brute_force_grouping_exact_and_ann():
     rows[299] = rows[0]  # a copy far away in id order: another tile
     index = siglip.Index.from_embeddings(rows)
     index.build_ann(connectivity=8, expansion_add=128, expansion_search=128, queries=10)
+    paths = [str(i) for i in range(300)]  # the same rows in three shards, one of them a row selection
+    parts = [rows[:100], rows[100:101], rows[[*range(101, 300), 0]]]
+    shards = siglip.Index(parts, paths, normalized=False, rows=[None, None, np.arange(199)])
     for threshold in (0.97, 0.9):
         truth = brute_force_groups(index.vectors(np.arange(300)), threshold)
         assert len(truth) >= 10 and max(map(len, truth)) < 50
-        for options in (dict(block=7), dict(block=64), dict(), dict(ann=True, k=32)):
-            groups = near_duplicates(index, threshold, **options)
+        for options in (dict(block=7), dict(block=64), dict(), dict(ann=True, k=32), dict(block=64, index=shards)):
+            groups = near_duplicates(options.pop("index", index), threshold, **options)
             assert as_sets(groups) == truth, (threshold, options)
             first = np.r_[True, groups.group[1:] != groups.group[:-1]]
             assert (groups.score[first] == 1.0).all() and (groups.score <= 1.0).all()

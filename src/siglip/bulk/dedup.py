@@ -92,7 +92,14 @@ class UnionFind:
 
 
 def _rows(index: Any, start: int, stop: int) -> np.ndarray:
-    """Unit float32 rows `start:stop` of the index."""
+    """Unit float32 rows `start:stop` of the index: a view of the memory map when they lie in one whole
+    shard (no copy), else gathered."""
+    offset = 0
+    for shard, selection, count in zip(index.shards, index.rows, index.counts):
+        if offset <= start and stop <= offset + count and selection is None and index.normalized:
+            if shard.dtype == np.float32:
+                return np.asarray(shard[start - offset : stop - offset])
+        offset += count
     return _gather(index, np.arange(start, stop))
 
 
