@@ -183,8 +183,8 @@ def near_duplicates(
     representatives = roots[ids]
     group = np.cumsum(np.r_[True, representatives[1:] != representatives[:-1]]) - 1 if len(ids) else ids
     score = np.empty(len(ids), np.float32)
-    for start in range(0, len(ids), 65536):  # cosines to the representatives, a chunk of members at a time
-        members, heads = ids[start : start + 65536], representatives[start : start + 65536]
+    for start in range(0, len(ids), block):  # cosines to the representatives, a block of members at a time
+        members, heads = ids[start : start + block], representatives[start : start + block]
         unique, inverse = np.unique(heads, return_inverse=True)
         sort = np.argsort(members)
         vectors = np.empty((len(members), index.dim), np.float32)
