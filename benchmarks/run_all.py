@@ -39,6 +39,7 @@ SUITE = {
     "bulk-embed": ("bench_bulk_embed.py", [], ["--quick"]),
     "search": ("bench_search.py", [], ["--quick"]),
     "collection": ("bench_collection.py", [], ["--quick"]),
+    "cpu-runtimes": ("bench_cpu_runtimes.py", [], ["--quick"]),
 }
 
 
