@@ -142,12 +142,15 @@ def align_keys(
     model_shapes: dict[str, tuple[int, ...]],
     prefix: str,
     foreign_prefixes: Iterable[str],
+    integer_tensors: dict[str, str] | None = None,
 ) -> KeyAlignment:
     """Match checkpoint names to model names.
 
     `prefix` is how a composite checkpoint names this model ("vision_model." for a vision tower, "" for a
     full model). Names under `foreign_prefixes` belong to parts of a larger model that this class does not
     have (e.g. the text tower when loading only the vision tower) and are skipped, as the reference does.
+    `integer_tensors` names the model's non-float tensors (an int8 model's weights) with their safetensors
+    dtype ("I8", "I32"), which the checkpoint must match exactly.
     """
     alignment = KeyAlignment()
     foreign = tuple(foreign_prefixes)
@@ -162,7 +165,13 @@ def align_keys(
         if tuple(shape) != tuple(model_shapes[target]):
             alignment.mismatched.append(f"{name}: checkpoint {tuple(shape)} vs model {tuple(model_shapes[target])}")
             continue
-        if not _is_float_dtype(dtype):  # every tensor of the SigLIP family is floating point
+        if integer_tensors and target in integer_tensors:
+            if dtype != integer_tensors[target]:
+                alignment.mismatched.append(
+                    f"{name}: checkpoint dtype {dtype}, the model needs {integer_tensors[target]}"
+                )
+                continue
+        elif not _is_float_dtype(dtype):  # every float tensor of the SigLIP family
             alignment.mismatched.append(f"{name}: checkpoint dtype {dtype}, the model needs a floating-point tensor")
             continue
         alignment.mapping[name] = target

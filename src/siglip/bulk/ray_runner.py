@@ -91,11 +91,11 @@ class _Embedder:
         import torch
 
         from ..auto import AutoModel
-        from ..cli.common import DTYPES
+        from ..cli.common import load_options
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
         hub = {"revision": revision} if revision else {}
-        self.model = AutoModel.from_pretrained(model, dtype=DTYPES[dtype], device=device, **hub).eval()
+        self.model = AutoModel.from_pretrained(model, **load_options(dtype, device), **hub).eval()
         self.model_name, self.revision, self.normalize = model, revision, normalize
 
 

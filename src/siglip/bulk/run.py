@@ -306,11 +306,11 @@ class Runner:
                 )
             elif pending:
                 from ..auto import AutoModel
-                from ..cli.common import DTYPES
+                from ..cli.common import load_options
                 from ..encode import load_processor
 
                 processor = load_processor(self.model, use_fast=self.use_fast, fast_decode=self.fast_decode, **hub)
-                model = AutoModel.from_pretrained(self.model, dtype=DTYPES[self.dtype], device=self.device, **hub)
+                model = AutoModel.from_pretrained(self.model, **load_options(self.dtype, self.device), **hub)
                 gauge = run_local(
                     job,
                     model.eval(),

@@ -164,7 +164,7 @@ def score_pairs(
     resuming the run already there. `dtype` is a name of `cli.common.DTYPES`; `use_fast` / `fast_decode` are the
     approximate preprocessing modes of `embed_source`; `make_bar(total, initial)` gives a progress bar."""
     from ..auto import AutoConfig, AutoModel
-    from ..cli.common import DTYPES
+    from ..cli.common import load_options
     from ..encode import load_processor
     from .run import canonical_dtype, model_identity
 
@@ -193,7 +193,7 @@ def score_pairs(
     notes = [f"--batch-size {batch_size} capped at {max_batch_size}"] if batch_size > max_batch_size else []
     if pending:
         processor = load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
-        encoder = AutoModel.from_pretrained(model, dtype=DTYPES[dtype], device=device, **hub).eval()
+        encoder = AutoModel.from_pretrained(model, **load_options(dtype, device), **hub).eval()
         remaining = sum(shard.stop - shard.start for shard in pending)
         bar = make_bar(len(pairs.items), len(pairs.items) - remaining) if make_bar is not None else None
         try:

@@ -25,7 +25,29 @@ DTYPES = {
     "bf16": "bfloat16",
     "float16": "float16",
     "fp16": "float16",
+    "int8": "int8",  # CPU int8 inference (siglip/quantization/): see load_options
 }
+
+
+def load_options(dtype: str, device: Any = DEFAULT_DEVICE) -> dict[str, Any]:
+    """`from_pretrained` keyword arguments (dtype, device, quantization) for a --dtype name and --device.
+
+    "int8" quantises the encoder linears (dynamic activation scales; a folder saved from a calibrated model keeps
+    its static ones) and runs the rest in bf16 where the CPU has native bf16, else fp32. It runs on CPU only, so
+    `--device auto` means the CPU there.
+    """
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(sorted(DTYPES))}, got {dtype!r}")
+    if DTYPES[dtype] != "int8":
+        return {"dtype": DTYPES[dtype], "device": device}
+    import torch
+
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return {
+        "dtype": "bfloat16" if bf16 else "float32",
+        "device": "cpu" if device in (None, "auto") else device,
+        "quantization": "int8",
+    }
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +84,7 @@ def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
         fast_decode=getattr(args, "fast_decode", False),
         **hub,
     )
-    model = AutoModel.from_pretrained(args.model, dtype=DTYPES[args.dtype], device=args.device, **hub)
+    model = AutoModel.from_pretrained(args.model, **load_options(args.dtype, args.device), **hub)
     return model.eval(), processor
 
 

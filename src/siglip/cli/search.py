@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import InputError
-from .common import DEFAULT_DEVICE
+from .common import DEFAULT_DEVICE, DTYPES, load_options
 
 
 def register(subcommands: Any) -> None:
@@ -38,6 +38,7 @@ def register(subcommands: Any) -> None:
     parser.add_argument("--ann", action="store_true", help="use the ANN index of `siglip index DIR` (approximate)")
     parser.add_argument("--model", "-m", default=None, help="encoder of the queries (default: the one of the job)")
     parser.add_argument("--device", default=DEFAULT_DEVICE, help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    parser.add_argument("--dtype", default="auto", choices=sorted(DTYPES), help="dtype of the query encoder")
     parser.set_defaults(run=run)
 
 
@@ -55,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     ann = args.ann and not _stale_ann(index)
     model = processor = None
     name = args.model or index.model_name
-    if args.model is not None or args.device != "cpu":
+    if args.model is not None or args.device != "cpu" or args.dtype != "auto":
         from ..auto import AutoModel, AutoProcessor
 
-        model = AutoModel.from_pretrained(name, device=args.device).eval()
+        model = AutoModel.from_pretrained(name, **load_options(args.dtype, args.device)).eval()
         processor = AutoProcessor.from_pretrained(name)
     if args.image:
         queries = list(args.image)

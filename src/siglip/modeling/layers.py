@@ -231,7 +231,12 @@ class SiglipAttention(nn.Module):
         """(batch, tokens, hidden) -> query, key, value as (batch, heads, tokens, head_dim) views."""
         cache = packed.module_cache(self)
         projections = (self.q_proj, self.k_proj, self.v_proj)
-        if cache.usable(hidden_states, self.q_proj.weight):
+        int8 = [isinstance(p, packed.Int8Linear) for p in projections]
+        if all(int8):  # int8: one u8 x s8 GEMM for q, k and v
+            fused = packed.int8_linear(projections, hidden_states)
+            fused = fused.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
+            return fused[0], fused[1], fused[2]
+        if not any(int8) and cache.usable(hidden_states, self.q_proj.weight):
             weights, biases = [p.weight for p in projections], [p.bias for p in projections]
             fused = packed.packed_linear(hidden_states, cache, weights, biases)
             fused = fused.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)

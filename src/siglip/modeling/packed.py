@@ -25,6 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
+from ..quantization.linear import Int8Linear, int8_linear
+
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 _BF16_OK = _HAS_ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
@@ -129,6 +131,8 @@ def try_packed_linear(
 ) -> torch.Tensor | None:
     """activation(module(inputs)) [+ residual] on the packed path, or None where it does not apply (the caller
     then runs the plain ops)."""
+    if isinstance(module, Int8Linear):  # the int8 path (quantization/): same fusions, u8 x s8 GEMMs
+        return int8_linear([module], inputs, FUSED_ACTIVATIONS[activation][:2] if activation else None, residual)
     cache = module_cache(module)
     if not cache.usable(inputs, module.weight):
         return None

@@ -134,6 +134,23 @@ class SiglipPreTrainedModel(nn.Module):
                 cache.enabled = enabled
                 cache.clear()
 
+    def quantize(self: ModelT, method: str = "int8", calibration: Any = None) -> ModelT:
+        """Opt-in CPU int8 inference, in place; returns the model (see siglip/quantization/).
+
+        The encoder layers' linears get per-channel int8 weights and uint8 activations run through oneDNN's
+        u8 x s8 GEMMs; embeddings, LayerNorms, attention products and heads stay in the model's dtype.
+        `calibration` (pixel_values / input_ids tensors of a few real inputs, a dict of model inputs, or a list
+        of those) fixes static activation scales (faster, batch-independent); without it each call measures its
+        input. `save_pretrained` then writes the int8 tensors, and `from_pretrained` reloads them. CPU only.
+        """
+        if method != "int8":
+            raise InputError(f"quantize supports method='int8', got {method!r}")
+        from ..quantization.convert import quantize_model
+
+        with torch.inference_mode(False):
+            quantize_model(self, calibration)
+        return self
+
     def compile(self: ModelT, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
         """Opt-in: compile `forward` with torch.compile (inductor) in place, and return the model.
 
@@ -197,6 +214,9 @@ class SiglipPreTrainedModel(nn.Module):
         `pytorch_model.bin` checkpoint, read with `torch.load(weights_only=True)`. Remaining keyword
         arguments override config fields, as in the reference.
         """
+        quantization, calibration = kwargs.pop("quantization", None), kwargs.pop("calibration", None)
+        if quantization not in (None, "int8"):
+            raise InputError(f"quantization must be None or 'int8', got {quantization!r}")
         options = HubOptions.from_kwargs(kwargs)
         source = str(pretrained_model_name_or_path)
         if config is None:
@@ -207,6 +227,9 @@ class SiglipPreTrainedModel(nn.Module):
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
         target_device = resolve_device(device_map if device is None else device)
+        stored_int8 = bool(getattr(config, "quantization_config", None))  # saved by a quantized model
+        if quantization == "int8" or stored_int8:
+            _refuse_int8_off_cpu(target_device)
         files = find_weight_files(pretrained_model_name_or_path, options, allow_pickle)
         checkpoint_keys = read_checkpoint_keys(files)
         target_dtype = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, config)
@@ -218,8 +241,22 @@ class SiglipPreTrainedModel(nn.Module):
         with torch.inference_mode(False):
             with torch.device("meta"):
                 model = cls(config)
+            keep_dtype: set[str] = set()
+            if stored_int8:  # its int8 tensors are read as stored
+                from ..quantization.convert import convert_empty, int8_buffer_names
+
+                convert_empty(model, "meta")
+                keep_dtype = int8_buffer_names(model)
             model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-            alignment = align_keys(checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes))
+            safetensors_names = {torch.int8: "I8", torch.int32: "I32", torch.int64: "I64"}
+            integer_tensors = {
+                name: safetensors_names.get(tensor.dtype, str(tensor.dtype))
+                for name, tensor in model.state_dict().items()
+                if not tensor.is_floating_point()
+            }
+            alignment = align_keys(
+                checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes), integer_tensors
+            )
             newly_initialized = [k for k in alignment.missing if k.startswith(cls.optional_parts)]
             missing = [k for k in alignment.missing if k not in newly_initialized]
             if missing or alignment.unexpected or alignment.mismatched:
@@ -228,7 +265,7 @@ class SiglipPreTrainedModel(nn.Module):
             state = {}
             for name, tensor in iter_checkpoint_tensors(files, target_device):
                 if name in alignment.mapping:
-                    if tensor.is_floating_point():
+                    if tensor.is_floating_point() and alignment.mapping[name] not in keep_dtype:
                         tensor = tensor.to(target_dtype)
                     state[alignment.mapping[name]] = tensor.to(target_device)
             model.load_state_dict(state, strict=False, assign=True)
@@ -242,6 +279,8 @@ class SiglipPreTrainedModel(nn.Module):
                 )
         model.config.dtype = str(target_dtype).removeprefix("torch.")
         model.set_attn_implementation(config.attn_implementation)
+        if quantization == "int8" and not stored_int8:
+            model.quantize("int8", calibration)
         return model.eval()
 
     def _materialize(self, names: list[str], device: torch.device, dtype: torch.dtype) -> None:
@@ -272,6 +311,14 @@ class SiglipPreTrainedModel(nn.Module):
         self.config.dtype = str(self.dtype).removeprefix("torch.")
         self.config.save_pretrained(directory)
         save_safetensors(state_dict if state_dict is not None else self.state_dict(), directory, max_shard_size)
+
+
+def _refuse_int8_off_cpu(device: torch.device) -> None:
+    if device.type != "cpu":
+        raise InputError(
+            f"int8 inference runs on CPU only (oneDNN kernels); device {device} was requested. "
+            "On a GPU load with dtype=torch.bfloat16 or torch.float16 instead."
+        )
 
 
 def _foreign_parts(cls: type[SiglipPreTrainedModel], model_shapes: dict) -> tuple[str, ...]:

@@ -125,4 +125,3 @@ class Collections:
             while len(self._thumbnails) > cache_entries:
                 self._thumbnails.popitem(last=False)
         return data
-

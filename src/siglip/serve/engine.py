@@ -49,16 +49,13 @@ def load_model(
     loaded model, which then needs its `processor`."""
     if isinstance(model, str | os.PathLike):
         from ..auto import AutoModel
-        from ..cli.common import DTYPES
+        from ..cli.common import load_options
         from ..encode import load_processor
 
         hub = {"revision": revision} if revision else {}
-        if isinstance(dtype, str):
-            if dtype not in DTYPES:
-                raise InputError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-            dtype = DTYPES[dtype]
+        options = load_options(dtype, device) if isinstance(dtype, str) else {"dtype": dtype, "device": device}
         processor = processor or load_processor(str(model), use_fast=use_fast, fast_decode=fast_decode, **hub)
-        model = AutoModel.from_pretrained(model, dtype=dtype, device=device, **hub)
+        model = AutoModel.from_pretrained(model, **options, **hub)
     elif processor is None:
         raise InputError("create_app(model=<loaded model>) needs processor= as well")
     return model.eval(), processor

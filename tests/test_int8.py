@@ -1,0 +1,246 @@
+"""The int8 CPU path (siglip/quantization/): accuracy against fp32 on real photos and the demo model's held-out
+images, save / reload of a quantized model, the CLI's --dtype int8, and the errors it gives off CPU or misused."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import FIXTURES, PHOTOS, to_pixel_values
+from PIL import Image
+
+import siglip
+from siglip import (
+    AutoModel,
+    AutoProcessor,
+    InputError,
+    Siglip2Config,
+    Siglip2Model,
+    SiglipConfig,
+    SiglipModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
+from siglip.quantization import Int8Linear, int8_linear
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "models" / "siglip-demo-shapes"
+EXAMPLES = ROOT / "examples" / "images"
+
+
+def cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return F.cosine_similarity(a.float(), b.float(), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def vision_dir(tmp_path_factory) -> Path:
+    """A random SigLIP image tower of the base width (768, 12 heads) at 224 px, 3 layers for test speed."""
+    folder = tmp_path_factory.mktemp("int8") / "vision"
+    torch.manual_seed(0)
+    SiglipVisionModel(SiglipVisionConfig(num_hidden_layers=3)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_pixels() -> torch.Tensor:
+    photos = [Image.open(FIXTURES / name).convert("RGB") for name in PHOTOS]
+    flipped = [photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for photo in photos]
+    return torch.stack([to_pixel_values(photo, (224, 224)) for photo in photos + flipped])
+
+
+@pytest.fixture(scope="module")
+def fp32_photo_embeddings(vision_dir, photo_pixels) -> torch.Tensor:
+    with torch.inference_mode():
+        return SiglipVisionModel.from_pretrained(vision_dir)(pixel_values=photo_pixels).pooler_output
+
+
+@pytest.mark.parametrize("rest", [torch.float32, torch.bfloat16], ids=["fp32-rest", "bf16-rest"])
+@pytest.mark.parametrize("activations", ["dynamic", "static"])
+def test_image_tower_cosine_on_real_photos(vision_dir, photo_pixels, fp32_photo_embeddings, activations, rest):
+    # static scales come from the first two photos only; all eight (the four and their mirror images) are measured
+    calibration = photo_pixels[:2].to(rest) if activations == "static" else None
+    model = SiglipVisionModel.from_pretrained(vision_dir, dtype=rest, quantization="int8", calibration=calibration)
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 3 * 6
+    assert all(m.is_static == (activations == "static") for m in model.modules() if isinstance(m, Int8Linear))
+    with torch.inference_mode():
+        embeddings = model(pixel_values=photo_pixels.to(rest)).pooler_output
+    similarity = cosines(embeddings, fp32_photo_embeddings)
+    assert similarity.min() >= 0.999, similarity
+    assert similarity.mean() >= 0.9995, similarity
+
+
+def test_quantize_a_loaded_model_matches_from_pretrained(vision_dir, photo_pixels):
+    loaded = SiglipVisionModel.from_pretrained(vision_dir)
+    assert loaded.quantize("int8") is loaded
+    direct = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8")
+    with torch.inference_mode():
+        assert torch.equal(
+            loaded(pixel_values=photo_pixels).pooler_output, direct(pixel_values=photo_pixels).pooler_output
+        )
+
+
+@pytest.fixture(scope="module")
+def demo_eval():
+    from siglip.train.evaluate import build_eval_set
+    from siglip.train.synthetic import COLOURS, SHAPES, ShapesDataset
+
+    processor = AutoProcessor.from_pretrained(DEMO)
+    side = AutoModel.from_pretrained(DEMO).config.vision_config.image_size
+    # fresh held-out renderings (split "eval"), 48 colour x shape prompts in the model's own template "a {}"
+    images = build_eval_set(ShapesDataset(split="eval", seed=1234, image_size=side), processor, 500).pixel_values
+    prompts = [f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES]
+    ids = processor(text=prompts, padding="max_length", truncation=True, max_length=24, return_tensors="pt")
+    return images, ids["input_ids"]
+
+
+def zero_shot(model, images: torch.Tensor, ids: torch.Tensor, dtype: torch.dtype = torch.float32):
+    with torch.inference_mode():
+        image_embeds = F.normalize(model.get_image_features(pixel_values=images.to(dtype)).float(), dim=-1)
+        text_embeds = F.normalize(model.get_text_features(input_ids=ids).float(), dim=-1)
+    return image_embeds, (image_embeds @ text_embeds.T).argmax(dim=1)
+
+
+@pytest.mark.parametrize("activations", ["dynamic", "static"])
+def test_demo_model_zero_shot_top1_agrees_with_fp32(demo_eval, activations):
+    images, ids = demo_eval
+    reference_embeds, reference = zero_shot(AutoModel.from_pretrained(DEMO), images, ids)
+    calibration = {"pixel_values": images[-16:], "input_ids": ids[:16]} if activations == "static" else None
+    model = AutoModel.from_pretrained(DEMO, quantization="int8", calibration=calibration)
+    embeds, predicted = zero_shot(model, images, ids)
+    agreement = (predicted == reference).float().mean().item()
+    assert agreement >= 0.99, agreement
+    assert cosines(embeds, reference_embeds).mean() >= 0.9995
+
+
+def test_save_and_reload_keeps_int8_tensors(tmp_path, demo_eval):
+    images, ids = demo_eval
+    calibration = {"pixel_values": images[:16], "input_ids": ids[:16]}
+    model = AutoModel.from_pretrained(DEMO, dtype=torch.bfloat16, quantization="int8", calibration=calibration)
+    model.save_pretrained(tmp_path / "int8")
+    header_length = int.from_bytes((tmp_path / "int8" / "model.safetensors").read_bytes()[:8], "little")
+    header = json.loads((tmp_path / "int8" / "model.safetensors").read_bytes()[8 : 8 + header_length])
+    layer = "vision_model.encoder.layers.0.mlp.fc1"
+    assert header[f"{layer}.weight"]["dtype"] == "I8"
+    assert header[f"{layer}.weight_scale"]["dtype"] == "F32"
+    config = json.loads((tmp_path / "int8" / "config.json").read_text())
+    assert config["quantization_config"] == {"quant_method": "int8", "activations": "static"}
+
+    reloaded = AutoModel.from_pretrained(tmp_path / "int8")  # the int8 structure comes back from config.json
+    assert isinstance(reloaded.text_model.encoder.layers[0].self_attn.q_proj, Int8Linear)
+    assert reloaded.vision_model.encoder.layers[0].mlp.fc1.is_static
+    with torch.inference_mode():
+        for before, after in zip(
+            zero_shot(model, images, ids, torch.bfloat16), zero_shot(reloaded, images, ids, torch.bfloat16)
+        ):
+            assert torch.equal(before, after)
+    with pytest.raises(InputError, match="already quantized"):
+        reloaded.quantize("int8")
+
+
+def test_siglip2_naflex_int8(tmp_path):
+    torch.manual_seed(0)
+    text = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=16)
+    Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 64})).save_pretrained(tmp_path)
+    processor = siglip.Siglip2ImageProcessor(patch_size=16, max_num_patches=64)
+    photos = [Image.open(FIXTURES / name).convert("RGB") for name in PHOTOS]
+    inputs = processor(images=photos, return_tensors="pt")
+    reference = Siglip2Model.from_pretrained(tmp_path)
+    quantized = Siglip2Model.from_pretrained(tmp_path, quantization="int8")
+    with torch.inference_mode():
+        expected, got = reference.get_image_features(**inputs), quantized.get_image_features(**inputs)
+    assert cosines(got, expected).min() >= 0.999
+
+
+def test_loaded_and_run_inside_inference_mode_and_compiled(vision_dir, photo_pixels):
+    with torch.inference_mode():
+        model = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8")
+        eager = model(pixel_values=photo_pixels[:2]).pooler_output
+        compiled = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8").compile()
+        got = compiled(pixel_values=photo_pixels[:2]).pooler_output
+    # inductor fuses the float ops around the int8 GEMMs (LayerNorm, softmax): equal up to rounding
+    assert cosines(got, eager).min() >= 0.99999
+    assert (got - eager).abs().max() <= 1e-3 * eager.abs().max()
+
+
+def test_int8_refuses_other_devices_and_methods(vision_dir):
+    with pytest.raises(InputError, match="CPU only"):
+        SiglipVisionModel.from_pretrained(vision_dir, quantization="int8", device="meta")
+    with pytest.raises(InputError, match="quantization must be"):
+        SiglipVisionModel.from_pretrained(vision_dir, quantization="int4")
+    model = SiglipVisionModel.from_pretrained(vision_dir)
+    with pytest.raises(InputError, match="method='int8'"):
+        model.quantize("fp8")
+    with pytest.raises(InputError, match="CPU only"):
+        model.to("meta").quantize("int8")
+    layer = Int8Linear.from_linear(torch.nn.Linear(8, 4))
+    with pytest.raises(InputError, match="CPU only"):
+        int8_linear([layer], torch.zeros(2, 8, device="meta"))
+    with pytest.raises(InputError, match="calibration must be"):
+        SiglipVisionModel.from_pretrained(vision_dir, quantization="int8", calibration=["not an image tensor"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_int8_refuses_cuda(vision_dir):
+    with pytest.raises(InputError, match="CPU only"):
+        SiglipVisionModel.from_pretrained(vision_dir, quantization="int8", device="cuda")
+
+
+def test_int8_checkpoint_with_wrong_integer_dtype_is_refused(tmp_path, vision_dir):
+    from safetensors.torch import load_file, save_file
+
+    model = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8")
+    model.save_pretrained(tmp_path)
+    tensors = load_file(tmp_path / "model.safetensors")
+    name = "encoder.layers.0.mlp.fc1.weight"
+    tensors[name] = tensors[name].to(torch.int32)
+    save_file(tensors, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(siglip.CheckpointError, match="I32"):
+        SiglipVisionModel.from_pretrained(tmp_path)
+
+
+def test_full_model_text_and_image_towers_quantize(photo_pixels):
+    torch.manual_seed(1)
+    text = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=32)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config={**vision, "image_size": 224})).eval()
+    ids = torch.randint(1, 64, (4, 16))
+    with torch.inference_mode():
+        expected = model(input_ids=ids, pixel_values=photo_pixels[:4])
+    model.quantize("int8", calibration={"input_ids": ids[:2], "pixel_values": photo_pixels[:2]})
+    assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2 * 2 * 6
+    assert all(m.is_static for m in model.modules() if isinstance(m, Int8Linear))
+    with torch.inference_mode():
+        got = model(input_ids=ids, pixel_values=photo_pixels[:4])
+    assert cosines(got.text_embeds, expected.text_embeds).min() >= 0.999
+    assert cosines(got.image_embeds, expected.image_embeds).min() >= 0.999
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "siglip", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_classify_int8_gives_the_fp32_answers():
+    labels = json.loads((EXAMPLES / "labels.json").read_text())
+    common = ["classify", str(EXAMPLES), "-m", str(DEMO), "--labels", *labels["candidate_labels"], "--json"]
+    answers = {}
+    for dtype in ("fp32", "int8"):
+        result = run_cli(*common, "--dtype", dtype)
+        assert result.returncode == 0, result.stderr
+        records = [json.loads(line) for line in result.stdout.splitlines()]
+        answers[dtype] = {Path(r["image"]).name: r["results"][0]["label"] for r in records}
+    assert answers["int8"] == answers["fp32"]
+    assert answers["int8"] == labels["images"]
+
+
+def test_serve_engine_loads_int8():
+    from siglip.serve.engine import load_model
+
+    model, _ = load_model(str(DEMO), dtype="int8")
+    assert isinstance(model.vision_model.encoder.layers[0].mlp.fc2, Int8Linear)
+    assert next(model.parameters()).device.type == "cpu"
