@@ -151,10 +151,14 @@ def test_siglip2_naflex_int8(tmp_path):
     photos = [Image.open(FIXTURES / name).convert("RGB") for name in PHOTOS]
     inputs = processor(images=photos, return_tensors="pt")
     reference = Siglip2Model.from_pretrained(tmp_path)
-    quantized = Siglip2Model.from_pretrained(tmp_path, quantization="int8")
+    dynamic = Siglip2Model.from_pretrained(tmp_path, quantization="int8")
+    calibration = {name: tensor[:2] for name, tensor in inputs.items()}  # NaFlex inputs of two photos
+    static = Siglip2Model.from_pretrained(tmp_path, quantization="int8", calibration=calibration)
+    assert static.vision_model.encoder.layers[1].mlp.fc2.is_static
     with torch.inference_mode():
-        expected, got = reference.get_image_features(**inputs), quantized.get_image_features(**inputs)
-    assert cosines(got, expected).min() >= 0.999
+        expected = reference.get_image_features(**inputs)
+        for model in (dynamic, static):
+            assert cosines(model.get_image_features(**inputs), expected).min() >= 0.999
 
 
 def test_loaded_and_run_inside_inference_mode_and_compiled(vision_dir, photo_pixels):
@@ -244,3 +248,36 @@ def test_serve_engine_loads_int8():
     model, _ = load_model(str(DEMO), dtype="int8")
     assert isinstance(model.vision_model.encoder.layers[0].mlp.fc2, Int8Linear)
     assert next(model.parameters()).device.type == "cpu"
+
+
+def test_cli_quantize_writes_a_calibrated_folder_every_command_loads(tmp_path):
+    out = tmp_path / "demo-int8"
+    result = run_cli("quantize", str(DEMO), "--calibration", str(EXAMPLES), "--max-images", "6", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "calibrated on 6 image(s) only" in result.stderr
+    assert {"config.json", "model.safetensors", "spiece.model", "preprocessor_config.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    model = AutoModel.from_pretrained(out, device="auto")  # int8 runs on CPU: "auto" means the CPU
+    assert model.device.type == "cpu"
+    assert all(m.is_static for m in model.modules() if isinstance(m, Int8Linear))
+    labels = json.loads((EXAMPLES / "labels.json").read_text())
+    result = run_cli("classify", str(EXAMPLES), "-m", str(out), "--labels", *labels["candidate_labels"], "--json")
+    assert result.returncode == 0, result.stderr
+    answers = {Path(r["image"]).name: r["results"][0]["label"] for r in map(json.loads, result.stdout.splitlines())}
+    assert answers == labels["images"]
+    missing = run_cli("quantize", str(DEMO), "--calibration", str(tmp_path / "nothing"), "--out", str(tmp_path / "x"))
+    assert missing.returncode == 2 and "error" in missing.stderr
+
+
+def test_calibration_batch_default_texts_and_image_tower_only(vision_dir):
+    from siglip.quantization.calibration import DEFAULT_TEXTS, calibration_batch
+
+    model, processor = AutoModel.from_pretrained(DEMO), AutoProcessor.from_pretrained(DEMO)
+    photos = [Image.open(FIXTURES / name).convert("RGB") for name in PHOTOS]
+    batch = calibration_batch(model, processor, photos)
+    assert batch["pixel_values"].shape[0] == len(photos)
+    assert batch["input_ids"].shape == (len(DEFAULT_TEXTS), model.config.text_config.max_position_embeddings)
+    vision = SiglipVisionModel.from_pretrained(vision_dir)
+    with pytest.raises(InputError, match="at least one image"):
+        calibration_batch(vision, siglip.SiglipImageProcessor(), [])

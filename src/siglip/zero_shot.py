@@ -166,9 +166,10 @@ class ZeroShotImageClassificationPipeline:
         )
 
     def logits(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """image x text logits: cosine * exp(logit_scale) + logit_bias, as SiglipModel computes them."""
-        scale, bias = self.model.logit_scale, self.model.logit_bias
-        return (text_embeds @ image_embeds.t() * scale.exp() + bias).t()
+        """image x text logits: cosine * exp(logit_scale) + logit_bias, as SiglipModel computes them, in fp32
+        whatever the model's dtype (bf16 logits of a scale-100 model move in steps of ~0.4: ties in the scores)."""
+        scale, bias = self.model.logit_scale.float(), self.model.logit_bias.float()
+        return (text_embeds.float() @ image_embeds.float().t() * scale.exp() + bias).t()
 
 
 def model_template(model: Any) -> str:

@@ -18,7 +18,19 @@ from collections.abc import Sequence
 
 from .common import run_reporting_errors
 
-COMMANDS = ("classify", "embed", "search", "index", "serve", "train", "export", "score", "dedup", "compact")
+COMMANDS = (
+    "classify",
+    "embed",
+    "search",
+    "index",
+    "serve",
+    "train",
+    "export",
+    "quantize",
+    "score",
+    "dedup",
+    "compact",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -226,9 +226,11 @@ class SiglipPreTrainedModel(nn.Module):
             raise InputError(f"unexpected keyword arguments {sorted(kwargs)} (config fields go in the config).")
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
-        target_device = resolve_device(device_map if device is None else device)
+        requested_device = device_map if device is None else device
         stored_int8 = bool(getattr(config, "quantization_config", None))  # saved by a quantized model
-        if quantization == "int8" or stored_int8:
+        int8 = quantization == "int8" or stored_int8
+        target_device = torch.device("cpu") if int8 and requested_device == "auto" else resolve_device(requested_device)
+        if int8:  # int8 runs on CPU only: "auto" means the CPU, another device is refused
             _refuse_int8_off_cpu(target_device)
         files = find_weight_files(pretrained_model_name_or_path, options, allow_pickle)
         checkpoint_keys = read_checkpoint_keys(files)
