@@ -1,11 +1,24 @@
-"""Load benchmark for `siglip serve`: N concurrent clients on 127.0.0.1 against /v1/embeddings.
+"""Load benchmark for `siglip serve`: N concurrent clients on 127.0.0.1 against the embeddings endpoint.
 
-Contenders, measured in interleaved rounds in one run: (a) `siglip serve` with dynamic batching, (b) the same
-with batching off (`--max-batch-size 1`), (c) Infinity (`infinity-emb`, via `--infinity-python`; NOT yet
-wired: skipped with a message), (d) the model's own offline batched throughput (the ceiling).
-The clients are threads using the standard library's http.client (no extra dependency).
+Contenders, one server at a time, in interleaved rounds (the order rotates each round), same checkpoint folder:
+  (a) `siglip serve` with dynamic batching (`--max-batch-size 32`),
+  (b) the same with batching off (`--max-batch-size 1`),
+  (c) Infinity (`infinity_emb v2 --engine torch --device cpu --batch-size 32`) from its own venv
+      (`--infinity-python`; skipped with a message when absent: its pins clash with ours, see below),
+  (d) siglip offline in-process, batches of 32, the same work as a request minus HTTP: JPEG decode +
+      preprocessing + model for images, tokenisation + model for texts (the ceiling), and the bare model on
+      ready tensors (for reference).
+Requests: one text ("a photo of a cat ...") or one 320x240 JPEG (data: URI) per request, closed loop: every
+client sends its next request when the previous one is answered. Then, for siglip with batching, an open loop at
+half the saturating rate (requests spaced evenly, answered or not) for the p50 / p99 at half load. Exactness: one
+text and one image embedding from each server against siglip's own normalised get_*_features (cosine).
 
-    .venv/bin/python benchmarks/bench_serve.py [--quick] [--clients 32] [--rounds 2]
+    .venv/bin/python benchmarks/bench_serve.py --quick                      # smoke run (2 layers, few requests)
+    .venv/bin/python benchmarks/bench_serve.py --infinity-python /tmp/infvenv/bin/python --out results_serve.md
+
+Infinity's venv (it pins torch/transformers 4.x; never install it into ours):
+    python -m venv /tmp/infvenv && /tmp/infvenv/bin/pip install torch==2.13.0 \\
+        'infinity-emb[server,torch,vision]' sentencepiece protobuf aiohttp
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -31,6 +45,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from spm_model import train_sentencepiece_model  # noqa: E402
+
+TEXT = "a photo of a cat sleeping on a red sofa next to a window"
+BATCH = 32
 
 
 def make_checkpoint(folder: Path, layers: int) -> None:
@@ -49,11 +66,29 @@ def make_checkpoint(folder: Path, layers: int) -> None:
     processor.save_pretrained(folder)
 
 
-def image_payload() -> str:
-    """A 320x240 JPEG as a data: URI (decode + resize are part of the served cost)."""
+def infinity_copy(checkpoint: Path, folder: Path) -> Path:
+    """The checkpoint with its processor files in the transformers 4.x layout Infinity's pinned transformers reads
+    (no `extra_special_tokens` list, a preprocessor_config.json); weights and vocabulary unchanged."""
+    shutil.copytree(checkpoint, folder)
+    tokenizer = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer.pop("extra_special_tokens", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer))
+    processor = json.loads((folder / "processor_config.json").read_text())
+    image = {**processor["image_processor"], "processor_class": "SiglipProcessor"}
+    (folder / "preprocessor_config.json").write_text(json.dumps(image))
+    return folder
+
+
+def jpeg_bytes() -> bytes:
+    """A 320x240 JPEG with some structure (decode + resize are part of the served cost)."""
+    image = Image.radial_gradient("L").resize((320, 240)).convert("RGB")
     buffer = io.BytesIO()
-    Image.new("RGB", (320, 240), (120, 30, 200)).save(buffer, format="JPEG")
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+    image.save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def data_uri(data: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(data).decode()
 
 
 def free_port() -> int:
@@ -62,58 +97,79 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(checkpoint: Path, batch: int) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    cmd = [
-        str(Path(sys.executable).with_name("siglip")),
-        "serve",
-        "--model",
-        str(checkpoint),
-        "--port",
-        str(port),
-        "--max-batch-size",
-        str(batch),
-        "--log-level",
-        "warning",
-    ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/readyz")
-            if conn.getresponse().status == 200:
-                return proc, port
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"server did not become ready: {' '.join(cmd)}")
+class Server:
+    """A contender's process, its port and how it spells an embeddings request."""
+
+    def __init__(self, name: str, command: list[str], path: str, bodies: dict[str, dict], env: dict | None = None):
+        self.name, self.command, self.path, self.bodies, self.env = name, command, path, bodies, env
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        self.port = free_port()
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {' '.join(command)}")
+            try:
+                status, _ = post(self.port, self.path, self.body("text"))
+                if status == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer within 180 s: {' '.join(command)}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def body(self, kind: str) -> bytes:
+        return json.dumps(self.bodies[kind]).encode()
 
 
-def load(port: int, body: bytes, clients: int, requests: int) -> dict:
-    """`clients` threads, each with one keep-alive connection, send `requests` in all; latency per request."""
+def post(port: int, path: str, body: bytes, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", path, body, {"Content-Type": "application/json"})
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def summary(latencies: list[float], failures: int, wall: float) -> dict:
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {"rps": len(latencies) / wall, "p50": q[49] * 1e3, "p99": q[98] * 1e3, "failed": failures}
+
+
+def closed_loop(server: Server, kind: str, clients: int, requests: int) -> dict:
+    """`clients` threads with one keep-alive connection each send `requests` in all, back to back."""
     latencies: list[float] = []
     failures = [0]
     counter = iter(range(requests))
     lock = threading.Lock()
+    body = server.body(kind)
 
     def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
         while True:
             with lock:
                 if next(counter, None) is None:
                     return
             start = time.perf_counter()
             try:
-                conn.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
+                ok = post(server.port, server.path, body, conn)[0] == 200
             except OSError:
                 ok = False
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
             with lock:
-                (latencies.append(time.perf_counter() - start) if ok else None)
+                latencies.append(time.perf_counter() - start) if ok else None
                 failures[0] += not ok
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
@@ -122,88 +178,222 @@ def load(port: int, body: bytes, clients: int, requests: int) -> dict:
         thread.start()
     for thread in threads:
         thread.join()
-    wall = time.perf_counter() - start
-    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return {
-        "rps": len(latencies) / wall,
-        "p50": q[49] * 1e3,
-        "p95": q[94] * 1e3,
-        "p99": q[98] * 1e3,
-        "failed": failures[0],
-    }
+    return summary(latencies, failures[0], time.perf_counter() - start)
 
 
-def offline(checkpoint: Path, kind: str, batch: int, items: int) -> float:
-    """Items/s of transformers' model on pre-processed batches (the ceiling: no HTTP, no decode)."""
-    import transformers
+def open_loop(server: Server, kind: str, rate: float, requests: int) -> dict:
+    """`requests` sent at `rate` per second (evenly spaced, each on its own thread), whatever the answers."""
+    latencies: list[float] = []
+    failures = [0]
+    lock = threading.Lock()
+    body = server.body(kind)
 
-    model = transformers.SiglipModel.from_pretrained(checkpoint).eval()
-    processor = transformers.SiglipProcessor.from_pretrained(checkpoint)
-    with torch.inference_mode():
-        if kind == "text":
-            inputs = processor(
-                text=["a photo of a cat"] * batch, padding="max_length", max_length=64, return_tensors="pt"
-            )
-            run = lambda: model.get_text_features(input_ids=inputs["input_ids"])  # noqa: E731
-        else:
-            pixels = processor(images=[Image.new("RGB", (320, 240))] * batch, return_tensors="pt")["pixel_values"]
-            run = lambda: model.get_image_features(pixel_values=pixels)  # noqa: E731
-        run()
+    def one() -> None:
         start = time.perf_counter()
-        done = 0
-        while done < items:
+        try:
+            ok = post(server.port, server.path, body)[0] == 200
+        except OSError:
+            ok = False
+        with lock:
+            latencies.append(time.perf_counter() - start) if ok else None
+            failures[0] += not ok
+
+    threads = []
+    start = time.perf_counter()
+    for index in range(requests):
+        time.sleep(max(0.0, start + index / rate - time.perf_counter()))
+        threads.append(threading.Thread(target=one))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
+    return summary(latencies, failures[0], time.perf_counter() - start)
+
+
+def first_embedding(server: Server, kind: str) -> torch.Tensor:
+    status, payload = post(server.port, server.path, server.body(kind))
+    if status != 200:
+        raise RuntimeError(f"{server.name} answered {status}: {payload[:200]!r}")
+    vector = torch.tensor(json.loads(payload)["data"][0]["embedding"], dtype=torch.float32)
+    return vector / vector.norm()
+
+
+def offline(checkpoint: Path, image: bytes, items: int) -> dict[str, float]:
+    """siglip in-process, batches of BATCH: items/s with preprocessing (the ceiling) and of the bare model."""
+    from siglip import AutoModel, AutoProcessor
+    from siglip.encode import encode_texts, load_rgb
+
+    model, processor = AutoModel.from_pretrained(checkpoint).eval(), AutoProcessor.from_pretrained(checkpoint)
+    pixels = processor(images=[load_rgb(image)] * BATCH, return_tensors="pt")["pixel_values"]
+    ids = processor(text=[TEXT] * BATCH, padding="max_length", max_length=64, return_tensors="pt")["input_ids"]
+    runs = {
+        "text": lambda: encode_texts(model, processor, [TEXT] * BATCH, batch_size=BATCH),
+        "image": lambda: model.get_image_features(
+            **processor(images=[load_rgb(image) for _ in range(BATCH)], return_tensors="pt")
+        ),
+        "text (model only)": lambda: model.get_text_features(input_ids=ids),
+        "image (model only)": lambda: model.get_image_features(pixel_values=pixels),
+    }
+    rates = {}
+    with torch.inference_mode():
+        for name, run in runs.items():
             run()
-            done += batch
-        return done / (time.perf_counter() - start)
+            start, done = time.perf_counter(), 0
+            while done < items:
+                run()
+                done += BATCH
+            rates[name] = done / (time.perf_counter() - start)
+    return rates
+
+
+def reference_embeddings(checkpoint: Path, image: bytes) -> dict[str, torch.Tensor]:
+    from siglip import AutoModel, AutoProcessor
+    from siglip.encode import encode_texts, load_rgb
+
+    model, processor = AutoModel.from_pretrained(checkpoint).eval(), AutoProcessor.from_pretrained(checkpoint)
+    with torch.inference_mode():
+        pixels = processor(images=[load_rgb(image)], return_tensors="pt")["pixel_values"]
+        vision = model.get_image_features(pixel_values=pixels)[0]
+        return {"text": encode_texts(model, processor, [TEXT])[0], "image": vision / vision.norm()}
+
+
+def contenders(checkpoint: Path, tmp: Path, uri: str, infinity_python: str | None) -> list[Server]:
+    siglip = str(Path(sys.executable).with_name("siglip"))
+    ours = {"text": {"input": TEXT}, "image": {"input": [{"image": uri}]}}
+    servers = [
+        Server(
+            f"siglip serve, batching on (max batch {BATCH})",
+            [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", str(BATCH),
+             "--log-level", "warning"],
+            "/v1/embeddings",
+            ours,
+        ),
+        Server(
+            "siglip serve, batching off (max batch 1)",
+            [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", "1",
+             "--log-level", "warning"],
+            "/v1/embeddings",
+            ours,
+        ),
+    ]  # fmt: skip
+    if infinity_python is None or not Path(infinity_python).exists():
+        print("infinity: skipped (no --infinity-python venv given or found; see the docstring)")
+        return servers
+    executable = Path(infinity_python).with_name("infinity_emb")
+    folder = infinity_copy(checkpoint, tmp / "infinity-ckpt")
+    servers.append(
+        Server(
+            f"Infinity {infinity_version(infinity_python)} (torch engine, batch {BATCH})",
+            [str(executable), "v2", "--model-id", str(folder), "--served-model-name", "ckpt", "--host", "127.0.0.1",
+             "--port", "{port}", "--device", "cpu", "--engine", "torch", "--batch-size", str(BATCH),
+             "--log-level", "warning"],
+            "/embeddings",
+            {"text": {"model": "ckpt", "input": [TEXT]},
+             "image": {"model": "ckpt", "input": [uri], "modality": "image"}},
+            env={"HF_HUB_OFFLINE": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"},
+        )
+    )  # fmt: skip
+    return servers
+
+
+def infinity_version(python: str) -> str:
+    result = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; print(m.version('infinity_emb'))"],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.strip() or "?"
+
+
+def cpu_load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 layers, few requests (a smoke run)")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--requests", type=int, default=None, help="requests per contender per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=None, help="requests per contender, input and round")
+    parser.add_argument("--layers", type=int, default=None, help="layers per tower (default 4, --quick 2)")
     parser.add_argument("--infinity-python", default=None, help="python of a venv with infinity-emb")
+    parser.add_argument("--out", default=None, help="also write the report (markdown) to this file")
     args = parser.parse_args()
-    layers = 2 if args.quick else 4
+    layers = args.layers or (2 if args.quick else 4)
     requests = args.requests or (64 if args.quick else 320)
-    if args.infinity_python is None or not Path(args.infinity_python).exists():
-        print("infinity: skipped (no --infinity-python given / found)")
-    else:
-        print("infinity: not wired in this version of the benchmark; skipped")
-    torch.set_num_threads(os.cpu_count() or 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = Path(tmp) / "ckpt"
+    image = jpeg_bytes()
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        checkpoint = tmp / "ckpt"
         make_checkpoint(checkpoint, layers)
-        bodies = {
-            "text": json.dumps({"input": "a photo of a cat"}).encode(),
-            "image": json.dumps({"input": [{"image": image_payload()}]}).encode(),
-        }
+        servers = contenders(checkpoint, tmp, data_uri(image), args.infinity_python)
+        reference = reference_embeddings(checkpoint, image)
+        load_before = cpu_load()
         results: dict[tuple[str, str], list[dict]] = {}
-        for _ in range(args.rounds):
-            for name, batch in (("batching on", 32), ("batching off", 1)):
-                proc, port = start_server(checkpoint, batch)
+        exactness: dict[str, dict[str, float]] = {}
+        half_load: dict[str, dict] = {}
+        for round_index in range(args.rounds):
+            order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
+            for server in order:
+                server.start()
                 try:
-                    for kind, body in bodies.items():
-                        load(port, body, args.clients, 8)  # warm-up
-                        results.setdefault((name, kind), []).append(load(port, body, args.clients, requests))
+                    for kind in ("text", "image"):
+                        closed_loop(server, kind, args.clients, max(8, args.clients))  # warm-up
+                        row = closed_loop(server, kind, args.clients, requests)
+                        results.setdefault((server.name, kind), []).append(row)
+                        print(f"round {round_index + 1}: {server.name}, {kind}: {row['rps']:.1f} req/s", flush=True)
+                    exactness[server.name] = {
+                        kind: float(first_embedding(server, kind) @ reference[kind]) for kind in ("text", "image")
+                    }
+                    if server is servers[0] and round_index == args.rounds - 1:
+                        for kind in ("text", "image"):
+                            rate = statistics.median(r["rps"] for r in results[(server.name, kind)]) / 2
+                            half_load[kind] = {"rate": rate, **open_loop(server, kind, rate, requests // 2)}
                 finally:
-                    proc.terminate()
-                    proc.wait(30)
-            for kind in bodies:
-                rps = offline(checkpoint, kind, 32, requests)
-                results.setdefault(("offline ceiling", kind), []).append({"rps": rps})
-    print(
-        f"\n{layers}-layer hidden-384 SigLIP, 224/16, {args.clients} clients, {requests} req x {args.rounds} rounds, "
-        f"{os.cpu_count()} CPUs (shared machine)\n"
+                    server.stop()
+            for name, rate in offline(checkpoint, image, requests).items():
+                results.setdefault((f"siglip offline, batches of {BATCH}", name), []).append({"rps": rate})
+    lines.append(
+        f"{layers}-layer hidden-384 SigLIP (224 px, patch 16), random weights; {args.clients} concurrent clients, "
+        f"{requests} requests per contender, input and round, {args.rounds} rounds (order rotated); "
+        f"{os.cpu_count()} CPUs ({cpu_model()}), torch {torch.__version__}; load average before: {load_before}\n"
     )
-    print("| contender | input | req/s (best round) | p50 ms | p95 ms | p99 ms | failed |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    lines.append("| contender | input | req/s (median) | rounds | p50 ms | p99 ms | failed | cosine to siglip |")
+    lines.append("|---|---|---:|---|---:|---:|---:|---:|")
     for (name, kind), rows in results.items():
-        best = max(rows, key=lambda row: row["rps"])
-        cells = [f"{best[k]:.0f}" if k in best else "-" for k in ("p50", "p95", "p99")]
+        rates = [row["rps"] for row in rows]
+        middle = sorted(rows, key=lambda row: row["rps"])[len(rows) // 2]
+        cells = [f"{middle[k]:.0f}" if k in middle else "-" for k in ("p50", "p99")]
         failed = sum(row.get("failed", 0) for row in rows)
-        print(f"| {name} | {kind} | {best['rps']:.1f} | {' | '.join(cells)} | {failed} |")
+        cosine = f"{exactness[name][kind]:.6f}" if name in exactness else "-"
+        spread = " / ".join(f"{rate:.1f}" for rate in rates)
+        lines.append(
+            f"| {name} | {kind} | {statistics.median(rates):.1f} | {spread} | {' | '.join(cells)} | {failed} | "
+            f"{cosine} |"
+        )
+    if half_load:
+        lines.append(f"\nHalf load, {servers[0].name}, open loop (evenly spaced requests):\n")
+        lines.append("| input | offered req/s | p50 ms | p99 ms | p99 / p50 | failed |")
+        lines.append("|---|---:|---:|---:|---:|---:|")
+        for kind, row in half_load.items():
+            ratio = row["p99"] / row["p50"] if row["p50"] else float("nan")
+            lines.append(
+                f"| {kind} | {row['rate']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {ratio:.2f} | {row['failed']} |"
+            )
+    report = "\n".join(lines)
+    print("\n" + report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
 
 
 if __name__ == "__main__":

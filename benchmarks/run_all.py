@@ -40,6 +40,7 @@ SUITE = {
     "search": ("bench_search.py", [], ["--quick"]),
     "collection": ("bench_collection.py", [], ["--quick"]),
     "cpu-runtimes": ("bench_cpu_runtimes.py", [], ["--quick"]),
+    "serve": ("bench_serve.py", [], ["--quick", "--rounds", "1"]),
 }
 
 

@@ -128,6 +128,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
+        await engine.warm_up()
         engine.start()
         api.accepting = True
         try:

@@ -122,6 +122,22 @@ class Engine:
         self._draft = draft_size(processor)
 
     # ---- life cycle -------------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        """Run both towers once at batch sizes 1 and 2 before the first request (kernel set-up, weight packing,
+        first-call allocations), so that neither the first client nor the first small batches pay for it."""
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 48), (128, 128, 128)).save(buffer, format="PNG")
+        image = await asyncio.get_running_loop().run_in_executor(
+            self.decode_pool, self.prepare_image, buffer.getvalue()
+        )
+
+        def run() -> None:
+            for size in (1, 2):
+                self._text_batch(["warm-up"] * size)
+                self._image_batch([image] * size)
+
+        await asyncio.get_running_loop().run_in_executor(self.model_executor, run)
+
     def start(self) -> None:
         self.text.start()
         self.image.start()
