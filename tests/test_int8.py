@@ -281,3 +281,11 @@ def test_calibration_batch_default_texts_and_image_tower_only(vision_dir):
     vision = SiglipVisionModel.from_pretrained(vision_dir)
     with pytest.raises(InputError, match="at least one image"):
         calibration_batch(vision, siglip.SiglipImageProcessor(), [])
+
+
+def test_pipeline_with_int8_model_kwargs():
+    labels = json.loads((EXAMPLES / "labels.json").read_text())
+    pipe = siglip.pipeline(model=str(DEMO), model_kwargs={"quantization": "int8"})
+    assert isinstance(pipe.model.vision_model.encoder.layers[0].mlp.fc1, Int8Linear)
+    best = pipe(str(EXAMPLES / "red_square.png"), candidate_labels=labels["candidate_labels"])[0]
+    assert best["label"] == labels["images"]["red_square.png"]

@@ -213,11 +213,13 @@ def pipeline(
     torch_dtype: Any = None,
     batch_size: int = 16,
     fast_decode: bool = False,
+    model_kwargs: dict[str, Any] | None = None,
     **hub_kwargs: Any,
 ) -> ZeroShotImageClassificationPipeline:
     """Build a task pipeline from a Hub id, a local folder or a loaded model (`processor=` then required).
 
-    `fast_decode=True` decodes JPEG files at a reduced scale (faster, approximate; see `image.loading.load_image`)."""
+    `fast_decode=True` decodes JPEG files at a reduced scale (faster, approximate; see `image.loading.load_image`).
+    `model_kwargs` go to the model's `from_pretrained`, as in transformers (e.g. `{"quantization": "int8"}`)."""
     if task not in TASKS:
         raise InputError(f"task {task!r} is not supported; siglip provides {TASKS}.")
     if model is None:
@@ -228,7 +230,8 @@ def pipeline(
     if isinstance(model, str | os.PathLike):
         dtype = torch_dtype if torch_dtype is not None else dtype
         processor = processor or AutoProcessor.from_pretrained(model, **hub_kwargs)
-        model = AutoModel.from_pretrained(model, dtype=dtype or "auto", device=device, **hub_kwargs)
+        options = {"dtype": dtype or "auto", "device": device, **hub_kwargs, **(model_kwargs or {})}
+        model = AutoModel.from_pretrained(model, **options)
     elif processor is None:
         raise InputError("pass processor= together with a loaded model.")
     elif device is not None or dtype is not None:
