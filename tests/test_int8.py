@@ -289,3 +289,12 @@ def test_pipeline_with_int8_model_kwargs():
     assert isinstance(pipe.model.vision_model.encoder.layers[0].mlp.fc1, Int8Linear)
     best = pipe(str(EXAMPLES / "red_square.png"), candidate_labels=labels["candidate_labels"])[0]
     assert best["label"] == labels["images"]["red_square.png"]
+
+
+def test_onnx_export_of_an_int8_model_is_refused_clearly(vision_dir, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from siglip.export import export_onnx
+
+    model = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8")
+    with pytest.raises(InputError, match="export the float checkpoint"):
+        export_onnx(model, tmp_path / "onnx", tower="vision")

@@ -230,6 +230,12 @@ def plain_torch_path(model: nn.Module) -> Iterator[None]:
 def _check_exportable(model: nn.Module) -> None:
     if not hasattr(model, "set_weight_packing"):
         raise InputError(f"export_onnx needs a siglip model, a Hub id or a folder; got {type(model).__name__}.")
+    if getattr(model.config, "quantization_config", None):
+        raise InputError(
+            "this model is siglip's int8 CPU model (model.quantize / siglip quantize), whose int8 layers call "
+            "oneDNN kernels that ONNX has no operator for; export the float checkpoint it was made from "
+            "(--dtype int8 writes an int8 ONNX file)."
+        )
     for name, tensor in (*model.named_parameters(), *model.named_buffers()):
         if tensor.is_floating_point() and (tensor.dtype != torch.float32 or tensor.device.type != "cpu"):
             raise InputError(
