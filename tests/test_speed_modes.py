@@ -197,6 +197,15 @@ def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatc
     assert not calls  # training keeps SDPA (its backward needs no stored scores)
 
 
+@pytest.mark.parametrize("amx", [False, True])
+def test_long_sequences_take_the_flash_kernel_on_amx(amx, monkeypatch):
+    monkeypatch.setattr(layers, "_CPU_HAS_AMX", amx)
+    short, long = (torch.zeros(2, 4, n, 32, dtype=torch.bfloat16) for n in (64, layers.AMX_FLASH_MIN_QUERIES))
+    assert layers._use_blocked_cpu_attention(short, 0.0)
+    assert layers._use_blocked_cpu_attention(long, 0.0) is not amx
+    assert not layers._use_blocked_cpu_attention(long.float(), 0.0)
+
+
 def test_mlp_row_blocks_equal_one_pass(model, monkeypatch):
     """The packed MLP over several row blocks (equal blocks, last one shorter) equals one pass."""
     mlp = model.vision_model.encoder.layers[0].mlp
