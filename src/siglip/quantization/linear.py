@@ -64,11 +64,6 @@ def quantize_activation(inputs: torch.Tensor, scale: float, zero_point: int) -> 
     return plain.set_(quantized.untyped_storage(), 0, quantized.shape, quantized.stride())
 
 
-def _tensor_key(tensor: torch.Tensor) -> tuple:
-    version = None if tensor.is_inference() else tensor._version
-    return tensor.data_ptr(), version, tensor.dtype
-
-
 class Int8Linear(nn.Module):
     """A linear layer holding int8 weights: y = dequant(quant(x) @ w_int8^T) + bias.
 
@@ -128,8 +123,10 @@ class Int8Linear(nn.Module):
     def packed(self, group: Sequence[Int8Linear]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(oneDNN-packed int8 weight, per-channel scale, bias) of `group` (this module first; several linears
         sharing one input, e.g. q, k and v, concatenated along outputs), packed on first use."""
+        from ..modeling.packed import tensor_key  # modeling/packed.py imports this module at its top
+
         tensors = [t for m in group for t in (m.weight, m.weight_scale, m.bias) if t is not None]
-        key = tuple(_tensor_key(t) for t in tensors)
+        key = tuple(tensor_key(t) for t in tensors)
         cached_key, value = self.__dict__["_packed"]
         if cached_key != key or value is None:
             with torch.no_grad():
