@@ -71,10 +71,13 @@ def test_filters_equal_brute_force_exact_and_ann_with_over_fetch(reference_check
         assert 0 < mask.sum() < len(index), name
         for k in (1, 3, 50):
             truth = brute_force(index, queries, mask, k)
+            exact_scores = None
             for ann in (False, True):
                 scores, ids = index.search_arrays(queries, k, ann=ann, mask=mask)
                 assert [list(row) for row in ids] == truth, (name, k, ann)
                 assert mask[ids].all() and (scores <= 1.0).all()
+                exact_scores = scores if exact_scores is None else exact_scores
+                np.testing.assert_allclose(scores, exact_scores, atol=1e-6)  # ANN re-scores in float32
 
 
 def test_table_source_syncs_by_row_key(reference_checkpoint, tmp_path):

@@ -9,7 +9,8 @@ Scores are cosine similarities (embeddings and queries are L2-normalised), clipp
 streams every live row through the CPU in chunks, so memory stays bounded whatever the collection size; rows
 a sync deleted or replaced are never seen (`Index.open` reads the collection's live view). `build_ann()`
 (what `siglip index DIR` runs) writes an HNSW graph to `ann.usearch` and measures its recall@k against exact
-search; `search(..., ann=True)` then answers from the graph, which records the collection state it was built
+search; `search(..., ann=True)` then answers from the graph (its candidates re-scored against the stored float32
+rows, so ANN scores equal exact ones), which records the collection state it was built
 for: a graph of an older state is refused (`StaleAnnError`), never used. `select(under=, glob=, where=)` gives
 a filter mask for `search(..., mask=)`: exact search applies it before the top-k, ANN over-fetches and re-checks.
 """
@@ -233,20 +234,28 @@ class Index:
         return best_scores, best_ids
 
     def _graph_search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The graph's k candidates per query, re-scored against the stored float32 rows (the graph keeps f16
+        copies, whose rounding would reorder near ties and shift scores) and sorted best first, ties by id."""
         matches = self.ann().search(queries, k)
         ids = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
-        scores = (1.0 - np.asarray(matches.distances, dtype=np.float32)).reshape(len(queries), -1)
         counts = getattr(matches, "counts", None)  # a single query gives `Matches`, several `BatchMatches`
         counts = np.asarray([len(matches)] if counts is None else counts).reshape(-1, 1)
-        missing = np.arange(ids.shape[1])[None, :] >= counts
-        ids[missing], scores[missing] = -1, -np.inf
-        return scores, ids
+        ids[np.arange(ids.shape[1])[None, :] >= counts] = -1
+        scores = np.full(ids.shape, -np.inf, np.float32)
+        found = ids >= 0
+        unique, inverse = np.unique(ids[found], return_inverse=True)
+        rows = self.vectors(unique)
+        rows = rows if self.normalized else _normalize(rows)
+        scores[found] = np.einsum("ij,ij->i", queries[np.nonzero(found)[0]], rows[inverse.reshape(-1)])
+        order = np.lexsort((np.where(found, ids, np.iinfo(np.int64).max), -scores), axis=-1)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(ids, order, 1)
 
     def _search_ann(self, queries: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """From the graph; with a mask, fetch 4x k, keep the matches the mask marks, and fetch 4x more while a
         query has fewer than k of them; queries still short when the fetch covers the collection go exact."""
-        if mask is None:
-            return self._graph_search(queries, k)
+        if mask is None:  # fetch 2x k so that the exact re-scoring also settles the k-th place
+            scores, ids = self._graph_search(queries, min(len(self), 2 * k))
+            return scores[:, :k], ids[:, :k]
         fetch = min(len(self), 4 * k)
         while True:
             scores, ids = self._graph_search(queries, fetch)
