@@ -82,9 +82,9 @@ def torch_dynamic_int8(setup: Setup) -> Run:
     return lambda inputs: model(**inputs).pooler_output.float()
 
 
-def siglip_model(dtype: torch.dtype, int8: str | None = None) -> Builder:
-    """siglip's default CPU path in `dtype`; `int8` = "dynamic" or "static" (calibrated) via `model.quantize`
-    (what is not int8 stays in `dtype`)."""
+def siglip_model(dtype: torch.dtype, int8: str | None = None, streams: int | str = "auto") -> Builder:
+    """siglip's CPU path in `dtype`; `int8` = "dynamic" or "static" (calibrated) via `model.quantize` (what is
+    not int8 stays in `dtype`); `streams`: siglip.set_cpu_streams while it runs ("auto" is the default)."""
 
     def build(setup: Setup) -> Run:
         model = TOWER_CLASSES[setup.tower][1].from_pretrained(setup.folder, dtype=dtype)
@@ -92,10 +92,18 @@ def siglip_model(dtype: torch.dtype, int8: str | None = None) -> Builder:
             if not hasattr(model, "quantize"):
                 raise Skip("this siglip has no model.quantize() yet (the int8 path has not landed)")
             model.quantize("int8", calibration=setup.calibration if int8 == "static" else None)
+        if streams != "auto" and not hasattr(siglip, "set_cpu_streams"):
+            raise Skip("this siglip has no CPU streams (siglip.set_cpu_streams)")
 
         def run(inputs: Inputs) -> torch.Tensor:
             typed = {key: value.to(dtype) if value.is_floating_point() else value for key, value in inputs.items()}
-            return model(**typed).pooler_output.float()
+            if streams != "auto":
+                siglip.set_cpu_streams(streams)
+            try:
+                return model(**typed).pooler_output.float()
+            finally:
+                if streams != "auto":
+                    siglip.set_cpu_streams("auto")
 
         return run
 
@@ -222,4 +230,6 @@ CONTENDERS: list[tuple[str, Builder]] = [
     ("siglip int8 dynamic", siglip_model(torch.float32, "dynamic")),
     ("siglip int8 static (calibrated)", siglip_model(torch.float32, "static")),
     ("siglip int8 static (calibrated), bf16 elsewhere", siglip_model(torch.bfloat16, "static")),
+    ("siglip bf16, one CPU stream", siglip_model(torch.bfloat16, streams=1)),
+    ("siglip int8 static, bf16 elsewhere, one CPU stream", siglip_model(torch.bfloat16, "static", streams=1)),
 ]

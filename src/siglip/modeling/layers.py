@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError, DependencyError
-from . import packed
+from . import packed, streams
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
@@ -331,7 +331,30 @@ class SiglipEncoder(nn.Module):
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
-        """Returns (last hidden state, hidden states incl. the input if asked, attentions if asked)."""
+        """Returns (last hidden state, hidden states incl. the input if asked, attentions if asked).
+
+        CPU inference splits a large enough batch across concurrent streams (streams.py)."""
+        count = 1 if isinstance(bias, Segments) else streams.stream_count(hidden_states, self.training)
+        if count > 1:
+            parts = streams.run_in_streams(
+                count,
+                self._layers,
+                hidden_states.shape[0],
+                hidden_states,
+                bias,
+                output_attentions,
+                output_hidden_states,
+            )
+            return tuple(_concatenated([part[i] for part in parts]) for i in range(3))
+        return self._layers(hidden_states, bias, output_attentions, output_hidden_states)
+
+    def _layers(
+        self,
+        hidden_states: torch.Tensor,
+        bias: torch.Tensor | Segments | None,
+        output_attentions: bool,
+        output_hidden_states: bool,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         all_hidden = [hidden_states] if output_hidden_states else None
         all_weights = [] if output_attentions else None
         for layer in self.layers:
@@ -348,3 +371,12 @@ class SiglipEncoder(nn.Module):
             tuple(all_hidden) if all_hidden is not None else None,
             tuple(all_weights) if all_weights is not None else None,
         )
+
+
+def _concatenated(parts: list) -> torch.Tensor | tuple[torch.Tensor, ...] | None:
+    """The streams' results joined along the batch: tensors, or tuples of tensors (one per layer), or None."""
+    if parts[0] is None:
+        return None
+    if isinstance(parts[0], torch.Tensor):
+        return torch.cat(parts)
+    return tuple(torch.cat(layer) for layer in zip(*parts))
