@@ -7,9 +7,9 @@ runs its "streams" the same way). `set_cpu_streams(n)` (or the SIGLIP_CPU_STREAM
 the count: "auto" (the default: one stream per intra-op thread, as many as the batch fills with
 `MIN_STREAM_ROWS` token rows each), 1 (off), or n. Measured on the 2-core AMX Xeon of
 benchmarks/results_cpu_runtimes.md, base towers at batch 32, two streams of one thread against one batch on
-two threads: in the side-by-side benchmark (other runtimes loaded in the same process) image int8 1.23x, image
-bf16 1.06x, text int8 1.09x, text bf16 1.08x; alone in a process (10 interleaved rounds) text int8 1.19x, text
-bf16 1.00x, image bf16 0.99x, int8 0.99x.
+two threads: in the side-by-side benchmark (other runtimes loaded in the same process) on a busy host image
+int8 1.23x, image bf16 1.06x, text int8 1.09x, text bf16 1.08x; on a quiet host bf16 1.02-1.04x and int8
+0.97-0.99x; alone in a process (10 interleaved rounds) text int8 1.19x, text bf16 1.00x, image 0.99x.
 
 Each stream gets whole sequences: fp32 and static int8 results are identical to one batch; in bf16 a GEMM may
 block its rows differently for another row count, as with any change of batch size (differences at bf16
