@@ -1,16 +1,18 @@
 """Load benchmark for `siglip serve`: N concurrent clients on 127.0.0.1 against the embeddings endpoint.
 
 Contenders, one server at a time, in interleaved rounds (the order rotates each round), same checkpoint folder:
-  (a) `siglip serve` with dynamic batching (`--max-batch-size 32`),
-  (b) the same with batching off (`--max-batch-size 1`),
+  (a) `siglip serve` with dynamic batching (`--max-batch-size 32`), with its default `--max-wait-ms 5` and with
+      `--max-wait-ms 0` (no waiting: a batch is whatever queued while the previous one ran),
+  (b) the same with batching off (`--max-batch-size 1`), and with batching on but uvicorn's pure-Python HTTP
+      stack (`--http h11 --loop asyncio`: what a server without the extra's httptools and uvloop runs),
   (c) Infinity (`infinity_emb v2 --engine torch --device cpu --batch-size 32`) from its own venv
       (`--infinity-python`; skipped with a message when absent: its pins clash with ours, see below),
   (d) siglip offline in-process, batches of 32, the same work as a request minus HTTP: JPEG decode +
       preprocessing + model for images, tokenisation + model for texts (the ceiling), and the bare model on
       ready tensors (for reference).
 Requests: one text ("a photo of a cat ...") or one 320x240 JPEG (data: URI) per request, closed loop: every
-client sends its next request when the previous one is answered. Then, for siglip with batching, an open loop at
-half the saturating rate (requests spaced evenly, answered or not) for the p50 / p99 at half load. Exactness: one
+client sends its next request when the previous one is answered. Then, for siglip with batching (both waits), an open
+loop at half the default's saturating rate (requests spaced evenly, answered or not) for p50 / p99 at half load. Exactness: one
 text and one image embedding from each server against siglip's own normalised get_*_features (cosine).
 
     .venv/bin/python benchmarks/bench_serve.py --quick                      # smoke run (2 layers, few requests)
@@ -18,7 +20,10 @@ text and one image embedding from each server against siglip's own normalised ge
 
 Infinity's venv (it pins torch/transformers 4.x; never install it into ours):
     python -m venv /tmp/infvenv && /tmp/infvenv/bin/pip install torch==2.13.0 \\
-        'infinity-emb[server,torch,vision]' sentencepiece protobuf aiohttp
+        'infinity-emb[server,torch,vision]' 'transformers==4.57.6' sentencepiece protobuf aiohttp \\
+        && /tmp/infvenv/bin/pip uninstall -y torchvision
+(transformers 4.47, which pip picks otherwise, cannot read the processor files; PyPI's torchvision does not
+load beside torch 2.13.0, and Infinity runs without it.)
 """
 
 from __future__ import annotations
@@ -100,8 +105,17 @@ def free_port() -> int:
 class Server:
     """A contender's process, its port and how it spells an embeddings request."""
 
-    def __init__(self, name: str, command: list[str], path: str, bodies: dict[str, dict], env: dict | None = None):
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        path: str,
+        bodies: dict[str, dict],
+        env: dict | None = None,
+        half_load: bool = False,
+    ):
         self.name, self.command, self.path, self.bodies, self.env = name, command, path, bodies, env
+        self.half_load = half_load  # also measured open loop at half of the first contender's saturating rate
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
@@ -266,11 +280,27 @@ def contenders(checkpoint: Path, tmp: Path, uri: str, infinity_python: str | Non
              "--log-level", "warning"],
             "/v1/embeddings",
             ours,
+            half_load=True,
+        ),
+        Server(
+            f"siglip serve, batching on (max batch {BATCH}), --max-wait-ms 0",
+            [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", str(BATCH),
+             "--max-wait-ms", "0", "--log-level", "warning"],
+            "/v1/embeddings",
+            ours,
+            half_load=True,
         ),
         Server(
             "siglip serve, batching off (max batch 1)",
             [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", "1",
              "--log-level", "warning"],
+            "/v1/embeddings",
+            ours,
+        ),
+        Server(
+            "siglip serve, batching on, pure-Python HTTP (--http h11 --loop asyncio)",
+            [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", str(BATCH),
+             "--http", "h11", "--loop", "asyncio", "--log-level", "warning"],
             "/v1/embeddings",
             ours,
         ),
@@ -331,7 +361,7 @@ def main() -> None:
         load_before = cpu_load()
         results: dict[tuple[str, str], list[dict]] = {}
         exactness: dict[str, dict[str, float]] = {}
-        half_load: dict[str, dict] = {}
+        half_load: dict[tuple[str, str], dict] = {}
         for round_index in range(args.rounds):
             order = servers[round_index % len(servers) :] + servers[: round_index % len(servers)]
             for server in order:
@@ -345,10 +375,11 @@ def main() -> None:
                     exactness[server.name] = {
                         kind: float(first_embedding(server, kind) @ reference[kind]) for kind in ("text", "image")
                     }
-                    if server is servers[0] and round_index == args.rounds - 1:
+                    if server.half_load and round_index == args.rounds - 1:
                         for kind in ("text", "image"):
-                            rate = statistics.median(r["rps"] for r in results[(server.name, kind)]) / 2
-                            half_load[kind] = {"rate": rate, **open_loop(server, kind, rate, requests // 2)}
+                            rate = statistics.median(r["rps"] for r in results[(servers[0].name, kind)]) / 2
+                            row = open_loop(server, kind, rate, requests // 2)
+                            half_load[(server.name, kind)] = {"rate": rate, **row}
                 finally:
                     server.stop()
             for name, rate in offline(checkpoint, image, requests).items():
@@ -372,13 +403,17 @@ def main() -> None:
             f"{cosine} |"
         )
     if half_load:
-        lines.append(f"\nHalf load, {servers[0].name}, open loop (evenly spaced requests):\n")
-        lines.append("| input | offered req/s | p50 ms | p99 ms | p99 / p50 | failed |")
-        lines.append("|---|---:|---:|---:|---:|---:|")
-        for kind, row in half_load.items():
+        lines.append(
+            f"\nHalf load: open loop (evenly spaced requests) at half of {servers[0].name}'s saturating rate, "
+            f"{requests // 2} requests, in the last round:\n"
+        )
+        lines.append("| contender | input | offered req/s | p50 ms | p99 ms | p99 / p50 | failed |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|")
+        for (name, kind), row in half_load.items():
             ratio = row["p99"] / row["p50"] if row["p50"] else float("nan")
             lines.append(
-                f"| {kind} | {row['rate']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {ratio:.2f} | {row['failed']} |"
+                f"| {name} | {kind} | {row['rate']:.1f} | {row['p50']:.0f} | {row['p99']:.0f} | {ratio:.2f} | "
+                f"{row['failed']} |"
             )
     report = "\n".join(lines)
     print("\n" + report)

@@ -95,12 +95,15 @@ def siglip_model(dtype: torch.dtype, int8: str | None = None, streams: int | str
         if streams != "auto" and not hasattr(siglip, "set_cpu_streams"):
             raise Skip("this siglip has no CPU streams (siglip.set_cpu_streams)")
 
+        # the text embedding as get_text_features computes it (the last layer at the last position only)
+        embed = getattr(model, "pooled_output", None) or (lambda **inputs: model(**inputs).pooler_output)
+
         def run(inputs: Inputs) -> torch.Tensor:
             typed = {key: value.to(dtype) if value.is_floating_point() else value for key, value in inputs.items()}
             if streams != "auto":
                 siglip.set_cpu_streams(streams)
             try:
-                return model(**typed).pooler_output.float()
+                return embed(**typed).float()
             finally:
                 if streams != "auto":
                     siglip.set_cpu_streams("auto")

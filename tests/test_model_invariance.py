@@ -146,3 +146,37 @@ def test_bad_model_inputs_raise_typed_errors(model, inputs):
         model.get_image_features(pixel_values=torch.zeros(3, 32, 32))
     with pytest.raises(siglip.InputError, match="as many texts as images"):
         model(input_ids=inputs["input_ids"][:2], pixel_values=inputs["pixel_values"], return_loss=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("batch", [1, 5, 32])
+def test_text_features_skip_nothing_the_head_reads(model, batch, dtype):
+    """get_text_features runs the last layer at the last position only: the same embedding as the full forward,
+    with or without an attention mask, under inference mode, eager attention and CPU streams (batch 32)."""
+    model = model.to(dtype)
+    ids = random_ids(TEXT["vocab_size"], batch, 16)
+    mask = (torch.arange(16)[None] < torch.randint(3, 17, (batch, 1))).long()
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    shape = (batch, model.config.text_config.projection_size)
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        with torch.inference_mode():
+            for attention_mask in (None, mask):
+                fast = model.get_text_features(input_ids=ids, attention_mask=attention_mask)
+                full = model.text_model(input_ids=ids, attention_mask=attention_mask).pooler_output
+                assert fast.dtype == full.dtype == dtype and fast.shape == full.shape == shape
+                assert max_diff(fast.float(), full.float()) <= tolerance
+    hidden = model.get_text_features(input_ids=ids, attention_mask=mask, output_hidden_states=True)  # full forward
+    assert max_diff(hidden.float(), full.float()) <= tolerance
+
+
+def test_text_features_gradients_equal_the_full_forward(model):
+    ids = random_ids(TEXT["vocab_size"], 2, 16)
+    grads = []
+    for features in (model.get_text_features, lambda **kw: model.text_model(**kw).pooler_output):
+        model.zero_grad()
+        features(input_ids=ids).square().sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.text_model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        assert max_diff(grads[0][name], grads[1][name]) <= 1e-4, name

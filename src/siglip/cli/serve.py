@@ -34,6 +34,9 @@ def register(subcommands: Any) -> None:
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    http = dict(default="auto", help="uvicorn's HTTP parser / event loop (auto: the C ones the extra installs)")
+    net.add_argument("--http", choices=["auto", "httptools", "h11"], **http)
+    net.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], **http)
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max-batch-size", type=int, default=32, help="items per model batch (default: 32)")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
@@ -100,7 +103,15 @@ def run(args: argparse.Namespace) -> int:
 
         return run_cli(args, options)
     app = create_app(args.model, args.collections, **options)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=60)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        http=args.http,
+        loop=args.loop,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=60,
+    )
     _GracefulServer(config).run()
     return 0
 

@@ -45,7 +45,7 @@ class TextEmbedding(nn.Module):
         self.text_model = text_model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.text_model(input_ids, return_dict=True).pooler_output
+        return self.text_model.pooled_output(input_ids)  # the last layer at the last position only
 
 
 class ImageEmbedding(nn.Module):

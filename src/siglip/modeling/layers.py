@@ -222,10 +222,15 @@ class SiglipAttention(nn.Module):
         bias: torch.Tensor | Segments | None = None,
         need_weights: bool = False,
         residual: torch.Tensor | None = None,
+        last_query_only: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention over `hidden_states` (batch, tokens, hidden); `residual` is added to the output if given."""
-        batch, tokens, _ = hidden_states.shape
+        """Attention over `hidden_states` (batch, tokens, hidden); `residual` is added to the output if given.
+        With `last_query_only` only the last position attends (to every key): the output is (batch, 1, hidden)."""
         query, key, value = self.project_qkv(hidden_states)
+        if last_query_only:
+            query = query[:, :, -1:]
+            residual = residual[:, -1:] if residual is not None else None
+        batch, tokens = query.shape[0], query.shape[2]
         dropout = self.dropout if self.training else 0.0
         output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
         output = output.transpose(1, 2).reshape(batch, tokens, -1)
@@ -315,6 +320,12 @@ class SiglipEncoderLayer(nn.Module):
         hidden_states = self.mlp(self.layer_norm2(hidden_states), hidden_states)
         return hidden_states, weights
 
+    def last_position(self, hidden_states: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """This layer's output at the last position alone, (batch, 1, hidden): keys and values still come from
+        every position, but the attention output, the residuals and the MLP run for that one row."""
+        attended, _ = self.self_attn(self.layer_norm1(hidden_states), bias, False, hidden_states, True)
+        return self.mlp(self.layer_norm2(attended), attended)
+
 
 class SiglipEncoder(nn.Module):
     """A stack of encoder layers, with optional activation checkpointing during training."""
@@ -330,10 +341,15 @@ class SiglipEncoder(nn.Module):
         bias: torch.Tensor | Segments | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
+        last_position_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         """Returns (last hidden state, hidden states incl. the input if asked, attentions if asked).
 
+        `last_position_only` (no hidden states or attentions asked): the final layer runs for the last position
+        only, and the last hidden state is (batch, 1, hidden), for a head that reads nothing else.
         CPU inference splits a large enough batch across concurrent streams (streams.py)."""
+        if last_position_only and (output_attentions or output_hidden_states or isinstance(bias, Segments)):
+            raise ValueError("last_position_only gives no hidden states or attentions, and no packed sequences")
         count = 1 if isinstance(bias, Segments) else streams.stream_count(hidden_states, self.training)
         if count > 1:
             parts = streams.run_in_streams(
@@ -344,9 +360,10 @@ class SiglipEncoder(nn.Module):
                 bias,
                 output_attentions,
                 output_hidden_states,
+                last_position_only,
             )
             return tuple(_concatenated([part[i] for part in parts]) for i in range(3))
-        return self._layers(hidden_states, bias, output_attentions, output_hidden_states)
+        return self._layers(hidden_states, bias, output_attentions, output_hidden_states, last_position_only)
 
     def _layers(
         self,
@@ -354,11 +371,14 @@ class SiglipEncoder(nn.Module):
         bias: torch.Tensor | Segments | None,
         output_attentions: bool,
         output_hidden_states: bool,
+        last_position_only: bool = False,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
         all_hidden = [hidden_states] if output_hidden_states else None
         all_weights = [] if output_attentions else None
-        for layer in self.layers:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+        for index, layer in enumerate(self.layers):
+            if last_position_only and index == len(self.layers) - 1:
+                hidden_states = layer.last_position(hidden_states, bias)
+            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 hidden_states, weights = checkpoint(layer, hidden_states, bias, output_attentions, use_reentrant=False)
             else:
                 hidden_states, weights = layer(hidden_states, bias, output_attentions)

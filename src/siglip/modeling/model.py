@@ -51,6 +51,11 @@ class SiglipModel(SiglipPreTrainedModel):
         return_dict: bool | None = None,
     ) -> torch.Tensor:
         """Text embeddings (batch, projection_size), before L2 normalisation."""
+        output_attentions, output_hidden_states, _ = self.text_model.resolve_output_flags(
+            output_attentions, output_hidden_states, return_dict
+        )
+        if not output_attentions and not output_hidden_states:  # nothing but the embedding is kept
+            return self.text_model.pooled_output(input_ids, attention_mask, position_ids)
         return self.text_model(
             input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, return_dict=True
         ).pooler_output
