@@ -34,7 +34,7 @@ def register(subcommands: Any) -> None:
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    http = dict(default="auto", help="uvicorn's HTTP parser / event loop (auto: the C ones the extra installs)")
+    http = dict(default="auto", help="uvicorn's HTTP parser / event loop (auto: httptools / uvloop if installed)")
     net.add_argument("--http", choices=["auto", "httptools", "h11"], **http)
     net.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], **http)
     batching = parser.add_argument_group("batching")
