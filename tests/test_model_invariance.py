@@ -180,3 +180,11 @@ def test_text_features_gradients_equal_the_full_forward(model):
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         assert max_diff(grads[0][name], grads[1][name]) <= 1e-4, name
+
+
+def test_empty_batches_give_empty_features(model):
+    with torch.inference_mode():
+        text = model.get_text_features(input_ids=torch.zeros(0, 16, dtype=torch.long))
+        image = model.get_image_features(pixel_values=torch.zeros(0, 3, VISION["image_size"], VISION["image_size"]))
+    assert text.shape == (0, model.config.text_config.projection_size)
+    assert image.shape == (0, VISION["hidden_size"])

@@ -70,6 +70,9 @@ def test_text_embeddings_equal_get_text_features(server, reference):
     assert (rows(reply) - expected_raw).abs().max() <= 1e-6
     normalised = server("/v1/embeddings", {"input": TEXTS, "encoding_format": "base64"})
     assert (rows(normalised) - text_features(model, processor, TEXTS)).abs().max() <= 1e-6
+    floats = server("/v1/embeddings", {"input": TEXTS})  # short decimals that read back as the same float32
+    assert torch.equal(rows(floats), rows(normalised))
+    assert all(len(repr(value)) <= 16 for item in floats.json["data"] for value in item["embedding"])
     single = server("/v1/embeddings", {"input": TEXTS[1]})  # a bare string, as OpenAI clients send one
     assert (rows(single)[0] - text_features(model, processor, TEXTS[1:2])[0]).abs().max() <= 1e-6
     usage = reply.json["usage"]

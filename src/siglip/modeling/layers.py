@@ -233,7 +233,7 @@ class SiglipAttention(nn.Module):
         batch, tokens = query.shape[0], query.shape[2]
         dropout = self.dropout if self.training else 0.0
         output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
-        output = output.transpose(1, 2).reshape(batch, tokens, -1)
+        output = output.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim)
         projected = packed.try_packed_linear(self.out_proj, output, residual=residual)
         if projected is None:
             projected = self.out_proj(output)

@@ -423,7 +423,20 @@ def _flag(value: str) -> bool:
 def _encode_row(row: np.ndarray, encoding_format: str) -> Any:
     if encoding_format == "base64":
         return base64.b64encode(np.ascontiguousarray(row, dtype="<f4").tobytes()).decode("ascii")
-    return row.astype(np.float32).tolist()
+    return float32_decimals(row).tolist()
+
+
+def float32_decimals(row: np.ndarray) -> np.ndarray:
+    """`row`'s float32 values rounded to 9 significant decimal digits, as float64: each prints in at most 9
+    digits (a float32 widened to float64 prints 17) and reads back as the same float32, since 9 digits identify
+    every float32 (FLT_DECIMAL_DIG): a third less JSON to write, send and parse."""
+    values = np.asarray(row, dtype=np.float32).astype(np.float64)
+    magnitude = np.abs(values)
+    exponent = np.floor(np.log10(magnitude, out=np.zeros_like(values), where=magnitude > 0))
+    digits = 8 - exponent
+    exact = np.abs(digits) <= 22  # 10**k is exact in float64 for |k| <= 22; other values stay as they are
+    scale = np.power(10.0, np.where(exact, digits, 0))
+    return np.where(exact, np.round(values * scale) / scale, values)
 
 
 def _route(request_or_scope: Any) -> str:
