@@ -298,3 +298,33 @@ def test_onnx_export_of_an_int8_model_is_refused_clearly(vision_dir, tmp_path):
     model = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8")
     with pytest.raises(InputError, match="export the float checkpoint"):
         export_onnx(model, tmp_path / "onnx", tower="vision")
+
+
+def test_text_calibration_covers_every_position_of_the_last_layer():
+    """get_text_features runs the last layer at the last position only; static scales are calibrated on the full
+    forward, so that text_model(...) (every position) is as accurate as the pooled embedding."""
+    torch.manual_seed(2)
+    text = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=2, patch_size=32)
+    model = SiglipModel(SiglipConfig(text_config=text, vision_config={**vision, "image_size": 64})).eval()
+    ids = torch.randint(1, 64, (4, 16))
+    seen = []
+    fc1 = model.text_model.encoder.layers[-1].mlp.fc1
+    handle = fc1.register_forward_pre_hook(lambda module, args: seen.append(torch.aminmax(args[0].float())))
+    model.set_weight_packing(False)
+    with torch.no_grad():
+        expected = model.text_model(input_ids=ids).last_hidden_state
+    handle.remove()
+    model.set_weight_packing(True)
+    model.quantize("int8", calibration=ids)
+    from siglip.quantization.convert import CALIBRATION_MARGIN
+    from siglip.quantization.linear import activation_qparams
+
+    quantized = model.text_model.encoder.layers[-1].mlp.fc1
+    low, high = (min(seen[0].min.item(), 0.0), max(seen[0].max.item(), 0.0))  # over all 16 positions
+    scale, zero_point = activation_qparams(low * CALIBRATION_MARGIN, high * CALIBRATION_MARGIN)
+    assert quantized.input_scale.item() == pytest.approx(scale, rel=1e-5)
+    assert quantized.input_zero_point.item() == zero_point
+    with torch.inference_mode():
+        got = model.text_model(input_ids=ids).last_hidden_state
+    assert cosines(got.flatten(0, 1), expected.flatten(0, 1)).min() >= 0.999

@@ -125,8 +125,8 @@ def _run_calibration(model: nn.Module, calibration: Any) -> None:
             )
         if "pixel_values" in inputs and "input_ids" not in inputs and hasattr(model, "get_image_features"):
             model.get_image_features(**inputs)
-        elif "input_ids" in inputs and "pixel_values" not in inputs and hasattr(model, "get_text_features"):
-            model.get_text_features(**inputs)
+        elif "input_ids" in inputs and "pixel_values" not in inputs and hasattr(model, "text_model"):
+            model.text_model(**inputs)  # every position (get_text_features skips most of the last layer's)
         else:
             model(**inputs)
 
