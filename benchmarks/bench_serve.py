@@ -3,8 +3,8 @@
 Contenders, one server at a time, in interleaved rounds (the order rotates each round), same checkpoint folder:
   (a) `siglip serve` with dynamic batching (`--max-batch-size 32`), with its default `--max-wait-ms 5` and with
       `--max-wait-ms 0` (no waiting: a batch is whatever queued while the previous one ran),
-  (b) the same with batching off (`--max-batch-size 1`), and with batching on but uvicorn's pure-Python HTTP
-      stack (`--http h11 --loop asyncio`: what a server without the extra's httptools and uvloop runs),
+  (b) the same with batching off (`--max-batch-size 1`), and with batching on under uvloop (`--loop uvloop`;
+      the default is asyncio's own loop),
   (c) Infinity (`infinity_emb v2 --engine torch --device cpu --batch-size 32`) from its own venv
       (`--infinity-python`; skipped with a message when absent: its pins clash with ours, see below),
   (d) siglip offline in-process, batches of 32, the same work as a request minus HTTP: JPEG decode +
@@ -298,9 +298,9 @@ def contenders(checkpoint: Path, tmp: Path, uri: str, infinity_python: str | Non
             ours,
         ),
         Server(
-            "siglip serve, batching on, pure-Python HTTP (--http h11 --loop asyncio)",
+            "siglip serve, batching on, uvloop (--loop uvloop)",
             [siglip, "serve", "-m", str(checkpoint), "--port", "{port}", "--max-batch-size", str(BATCH),
-             "--http", "h11", "--loop", "asyncio", "--log-level", "warning"],
+             "--loop", "uvloop", "--log-level", "warning"],
             "/v1/embeddings",
             ours,
         ),

@@ -34,9 +34,14 @@ def register(subcommands: Any) -> None:
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
-    http = dict(default="auto", help="uvicorn's HTTP parser / event loop (auto: httptools / uvloop if installed)")
-    net.add_argument("--http", choices=["auto", "httptools", "h11"], **http)
-    net.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], **http)
+    net.add_argument(
+        "--http", default="auto", choices=["auto", "httptools", "h11"], help="uvicorn's HTTP parser (auto: httptools)"
+    )
+    # asyncio's loop: with the model and decode threads waking it, it served 8-20 % more than uvloop on 2 cores
+    # (benchmarks/results_serve.md)
+    net.add_argument(
+        "--loop", default="asyncio", choices=["auto", "uvloop", "asyncio"], help="event loop (default: %(default)s)"
+    )
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max-batch-size", type=int, default=32, help="items per model batch (default: 32)")
     batching.add_argument("--max-wait-ms", type=float, default=5.0, help="wait for a batch to fill (default: 5)")
