@@ -188,3 +188,20 @@ def test_empty_batches_give_empty_features(model):
         image = model.get_image_features(pixel_values=torch.zeros(0, 3, VISION["image_size"], VISION["image_size"]))
     assert text.shape == (0, model.config.text_config.projection_size)
     assert image.shape == (0, VISION["hidden_size"])
+
+
+def test_text_features_call_a_hooked_or_compiled_text_model(model):
+    """A forward hook on (or compilation of) the text tower still applies to get_text_features."""
+    from siglip.modeling.model import _call_adds_behaviour
+
+    ids = random_ids(TEXT["vocab_size"], 2, 16)
+    seen = []
+    handle = model.text_model.register_forward_hook(lambda module, args, output: seen.append(output.pooler_output))
+    with torch.inference_mode():
+        features = model.get_text_features(input_ids=ids)
+    handle.remove()
+    assert len(seen) == 1 and torch.equal(seen[0], features)
+    assert not _call_adds_behaviour(model.text_model)
+    model.text_model.compile()
+    assert _call_adds_behaviour(model.text_model)
+    assert _call_adds_behaviour(torch.compile(model.text_model))

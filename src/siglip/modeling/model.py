@@ -54,8 +54,8 @@ class SiglipModel(SiglipPreTrainedModel):
         output_attentions, output_hidden_states, _ = self.text_model.resolve_output_flags(
             output_attentions, output_hidden_states, return_dict
         )
-        if not output_attentions and not output_hidden_states:  # nothing but the embedding is kept
-            return self.text_model.pooled_output(input_ids, attention_mask, position_ids)
+        if not output_attentions and not output_hidden_states and not _call_adds_behaviour(self.text_model):
+            return self.text_model.pooled_output(input_ids, attention_mask, position_ids)  # the embedding alone
         return self.text_model(
             input_ids, attention_mask, position_ids, output_attentions, output_hidden_states, return_dict=True
         ).pooler_output
@@ -203,3 +203,10 @@ class SiglipForImageClassification(SiglipPreTrainedModel):
         if problem_type == "single_label_classification":
             return F.cross_entropy(logits.view(-1, self.num_labels), labels.view(-1), ignore_index=-100)
         return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def _call_adds_behaviour(module: nn.Module) -> bool:
+    """Calling `module` does more than its forward: it was compiled (`module.compile()` / `torch.compile`) or
+    carries hooks. get_text_features then calls it, so that the compiled graph and the hooks apply."""
+    compiled = hasattr(module, "_orig_mod") or getattr(module, "_compiled_call_impl", None) is not None
+    return compiled or bool(module._forward_hooks) or bool(module._forward_pre_hooks)
