@@ -11,9 +11,10 @@ Contenders, one server at a time, in interleaved rounds (the order rotates each 
       preprocessing + model for images, tokenisation + model for texts (the ceiling), and the bare model on
       ready tensors (for reference).
 Requests: one text ("a photo of a cat ...") or one 320x240 JPEG (data: URI) per request, closed loop: every
-client sends its next request when the previous one is answered. Then, for siglip with batching (both waits), an open
-loop at half the default's saturating rate (requests spaced evenly, answered or not) for p50 / p99 at half load. Exactness: one
-text and one image embedding from each server against siglip's own normalised get_*_features (cosine).
+client sends its next request when the previous one is answered. Then, for siglip with batching (both waits),
+an open loop at half the default's saturating rate (requests spaced evenly, answered or not) for p50 / p99 at
+half load. Exactness: one text and one image embedding from each server against siglip's own normalised
+get_*_features (cosine).
 
     .venv/bin/python benchmarks/bench_serve.py --quick                      # smoke run (2 layers, few requests)
     .venv/bin/python benchmarks/bench_serve.py --infinity-python /tmp/infvenv/bin/python --out results_serve.md
