@@ -74,6 +74,26 @@ def test_image_tower_cosine_on_real_photos(vision_dir, photo_pixels, fp32_photo_
     assert similarity.mean() >= 0.9995, similarity
 
 
+@pytest.mark.parametrize("activations", ["dynamic", "static"])
+def test_casting_a_quantized_model_keeps_fp32_scales_and_runs_in_every_dtype(
+    vision_dir, photo_pixels, fp32_photo_embeddings, activations
+):
+    model = SiglipVisionModel.from_pretrained(vision_dir)
+    model.quantize("int8", calibration=photo_pixels[:2] if activations == "static" else None)
+    scales = {name: b.clone() for name, b in model.named_buffers() if b.is_floating_point() and ".layers." in name}
+    for cast in (lambda m: m.to(torch.bfloat16), lambda m: m.half(), lambda m: m.float()):
+        model = cast(model)
+        dtype = model.embeddings.patch_embedding.weight.dtype
+        for name, buffer in model.named_buffers():
+            if name in scales:  # weight_scale, bias, input_scale: fp32 and unchanged whatever the model's dtype
+                assert buffer.dtype == torch.float32 and torch.equal(buffer, scales[name]), name
+        with torch.inference_mode():
+            embeddings = model(pixel_values=photo_pixels.to(dtype)).pooler_output
+        assert embeddings.dtype == dtype
+        similarity = cosines(embeddings, fp32_photo_embeddings)
+        assert similarity.min() >= 0.999, (dtype, similarity)
+
+
 def test_quantize_a_loaded_model_matches_from_pretrained(vision_dir, photo_pixels):
     loaded = SiglipVisionModel.from_pretrained(vision_dir)
     assert loaded.quantize("int8") is loaded

@@ -94,6 +94,17 @@ class Int8Linear(nn.Module):
             module.bias.copy_(linear.bias.detach().float())
         return module
 
+    def _apply(self, fn, recurse: bool = True):
+        """`.to(dtype)`, `.half()`, `.bfloat16()` move the buffers but keep the scales and bias fp32 (the kernel
+        takes them in fp32; a bf16 weight scale would cost accuracy). Device moves apply as usual."""
+        originals = {name: buffer for name, buffer in self._buffers.items() if buffer is not None}
+        super()._apply(fn, recurse)
+        for name, before in originals.items():
+            after = self._buffers[name]
+            if after is not None and after.dtype != before.dtype:
+                self._buffers[name] = before.to(device=after.device)
+        return self
+
     def extra_repr(self) -> str:
         mode = "static" if self.is_static else "dynamic"
         return f"in_features={self.in_features}, out_features={self.out_features}, activations={mode}"
@@ -187,23 +198,28 @@ def int8_linear(
         x_scale, x_zero_point = first.input_qparams(inputs)
         quantized = quantize_activation(inputs, x_scale, x_zero_point)
         float_dtype = residual.dtype if residual is not None else inputs.dtype
-    zero_points = _zero_points(weight_scale.numel(), weight_scale.device)
-    if residual is not None:
-        residual = residual.contiguous()  # the kernel reads `other` as dense rows (a transposed view gave garbage)
-        name, algorithm = activation if activation is not None else ("none", "")
-        return torch.ops.onednn.qlinear_pointwise.binary(
-            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, residual, bias,
-            1.0, 0, float_dtype, 1.0, 0, "add", 1.0, name, [], algorithm,
-        )  # fmt: skip
-    name, algorithm = activation if activation is not None else ("none", "")
     consumer = first.__dict__.get("consumer")
-    if activation is not None and consumer is not None and consumer.is_static:
+    writes_uint8 = residual is None and activation is not None and consumer is not None and consumer.is_static
+    # The kernel writes fp32 or bf16 (or uint8): an fp16 model's linears compute in fp32, cast back after.
+    kernel_dtype = torch.float32 if float_dtype == torch.float16 else float_dtype
+    name, algorithm = activation if activation is not None else ("none", "")
+    zero_points = _zero_points(weight_scale.numel(), weight_scale.device)
+    if writes_uint8:
         out_scale, out_zero_point = float(consumer.input_scale[0]), int(consumer.input_zero_point[0])
         return torch.ops.onednn.qlinear_pointwise(
             quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, bias,
             out_scale, out_zero_point, None, name, [], algorithm,
         )  # fmt: skip
-    return torch.ops.onednn.qlinear_pointwise(
-        quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, bias,
-        1.0, 0, float_dtype, name, [], algorithm,
-    )  # fmt: skip
+    if residual is not None:
+        # the kernel reads `other` as dense rows (a transposed view gave garbage)
+        residual = residual.to(kernel_dtype).contiguous()
+        output = torch.ops.onednn.qlinear_pointwise.binary(
+            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, residual, bias,
+            1.0, 0, kernel_dtype, 1.0, 0, "add", 1.0, name, [], algorithm,
+        )  # fmt: skip
+    else:
+        output = torch.ops.onednn.qlinear_pointwise(
+            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, bias,
+            1.0, 0, kernel_dtype, name, [], algorithm,
+        )  # fmt: skip
+    return output.to(float_dtype)
