@@ -94,6 +94,19 @@ def test_casting_a_quantized_model_keeps_fp32_scales_and_runs_in_every_dtype(
         assert similarity.min() >= 0.999, (dtype, similarity)
 
 
+def test_int8_runs_with_autograd_on_and_refuses_backward_clearly(vision_dir, photo_pixels):
+    model = SiglipVisionModel.from_pretrained(vision_dir, quantization="int8", calibration=photo_pixels[:2])
+    with torch.inference_mode():
+        expected = model(pixel_values=photo_pixels[:3]).pooler_output
+    embeddings = model(pixel_values=photo_pixels[:3]).pooler_output  # no no_grad: parameters require grad
+    assert embeddings.requires_grad
+    torch.testing.assert_close(embeddings.detach(), expected, rtol=0, atol=1e-5)  # float parts: plain path
+    with pytest.raises(InputError, match="no backward pass"):  # not PyTorch's warning and wrong gradients
+        embeddings.sum().backward()
+    with pytest.raises(InputError, match="already quantized.*load the float checkpoint"):
+        model.quantize("int8", calibration=photo_pixels[:2])
+
+
 def test_quantize_a_loaded_model_matches_from_pretrained(vision_dir, photo_pixels):
     loaded = SiglipVisionModel.from_pretrained(vision_dir)
     assert loaded.quantize("int8") is loaded

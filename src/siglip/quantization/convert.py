@@ -91,7 +91,10 @@ def quantize_model(model: nn.Module, calibration: Any = None) -> nn.Module:
             f"{next(model.parameters()).device}. Move it with model.to('cpu') first, or use bf16/fp16 on the GPU."
         )
     if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise InputError("this model is already quantized to int8")
+        raise InputError(
+            "this model is already quantized to int8; to calibrate it, load the float checkpoint and call "
+            "quantize('int8', calibration=...) once (or from_pretrained(..., quantization='int8', calibration=...))"
+        )
     ranges = observe_ranges(model, lambda: _run_calibration(model, calibration)) if calibration is not None else {}
     for owner, name in encoder_linears(model):
         linear = getattr(owner, name)

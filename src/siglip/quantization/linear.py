@@ -173,6 +173,22 @@ def check_cpu(tensor: torch.Tensor) -> None:
         )
 
 
+class _NoBackward(torch.autograd.Function):
+    """Marks an int8 GEMM's output as depending on its float inputs, with a backward that refuses clearly
+    (oneDNN's int8 kernels have no gradient; PyTorch would otherwise warn and return wrong gradients)."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, *sources: torch.Tensor) -> torch.Tensor:
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        raise InputError(
+            "int8 layers have no backward pass: fine-tune the float model and quantize it afterwards, or run the "
+            "int8 model under torch.no_grad() / torch.inference_mode()"
+        )
+
+
 @torch.compiler.disable
 def int8_linear(
     group: Sequence[Int8Linear],
@@ -189,6 +205,11 @@ def int8_linear(
     """
     first = group[0]
     check_cpu(inputs)
+    sources = [t for t in (inputs, residual) if t is not None and t.requires_grad]
+    if sources and torch.is_grad_enabled():
+        with torch.no_grad():
+            output = int8_linear(group, inputs, activation, residual)
+        return _NoBackward.apply(output, *sources) if output.is_floating_point() else output
     weight, weight_scale, bias = first.packed(group)
     if inputs.dtype == torch.uint8:
         x_scale, x_zero_point = float(first.input_scale[0]), int(first.input_zero_point[0])
