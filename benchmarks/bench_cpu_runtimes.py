@@ -12,7 +12,8 @@ each contender's embeddings to transformers fp32, min and mean, on real photos (
 image tower, on the timing batch's token ids for the text tower. Static int8 scales (siglip, NNCF PTQ) are
 calibrated on corner crops of the same photos. The GEMM peaks (fp32 and bf16 `F.linear`, int8
 `torch._int_mm`, over the tower's own shapes) and the load other processes put on the CPUs during the run are
-measured in the same run. Missing optional runtimes are skipped with a message (pip install '.[bench]').
+measured in the same run, and each table ends with the rate those peaks allow with every GEMM at its peak and
+nothing else (the GEMM-peak bound), and where 1.1x the int8 peer lies against it. Missing optional runtimes are skipped with a message (pip install '.[bench]').
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PHOTO_DIRS = [ROOT / "tests" / "fixtures", Path("/work/shared/data"), Path("/work/shared/data/images")]
 PHOTO_SUFFIXES = {".png", ".jpg", ".jpeg"}
 UNITS = {"vision": "img/s", "text": "texts/s"}
+# the int8 contender each tower's target (issue 18) is measured against
+INT8_PEERS = {
+    "vision": "OpenVINO int8 post-training quantization (NNCF)",
+    "text": "ONNX Runtime int8 dynamic (QInt8 weights)",
+}
 TEXT_TOKENS = 64  # base-patch16-224's max_position_embeddings: texts padded to full length, as the processor does
 
 
@@ -112,6 +118,39 @@ def int8_peak(config, rows: int, repeats: int) -> float:
     return operations / min(timed(run) for _ in range(repeats)) / 1e9
 
 
+def tower_work(config, tower: str, tokens: int) -> tuple[float, float]:
+    """(linear ops, attention-product ops) per image or text, counted as 2 x multiply-adds. The text tower's last
+    layer runs q/k/v over every position and the rest at the last one (as siglip, and the export, do)."""
+    hidden, inner, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    rest = hidden * hidden + 2 * hidden * inner  # out_proj + fc1 + fc2 per token
+    linears = layers * tokens * (3 * hidden * hidden + rest)
+    attention = layers * 2 * tokens * tokens * hidden
+    if tower == "vision":
+        linears += tokens * config.num_channels * config.patch_size**2 * hidden  # patch embedding
+    else:  # the last layer: its attention output, residuals and MLP at one position
+        linears -= (tokens - 1) * rest
+        attention -= 2 * (tokens - 1) * tokens * hidden
+    return 2.0 * linears, 2.0 * attention
+
+
+def bound_line(tower: str, result: dict) -> str:
+    """The rate GEMMs at this run's peaks allow with nothing else, and where 1.1x the int8 peer lies."""
+    linears, attention = result["work"]
+    peaks, unit = result["peaks"], UNITS[tower]
+    int8 = 1 / (linears / (peaks["int8"] * 1e9) + attention / (max(peaks["bf16"]) * 1e9))
+    bf16 = 1 / ((linears + attention) / (max(peaks["bf16"]) * 1e9))
+    line = (
+        f"GEMM-peak bound (this run's peaks, every GEMM at its peak and nothing else): int8 linears with bf16 "
+        f"attention products {int8:.1f} {unit}, all bf16 {bf16:.1f} {unit} ({linears / 1e9:.1f} G linear and "
+        f"{attention / 1e9:.1f} G attention ops per item)."
+    )
+    rates = {label: result["batch"] / statistics.median(seconds) for label, seconds in result["times"].items()}
+    peer = INT8_PEERS[tower]
+    if peer in rates:
+        line += f" 1.1x {peer.split(' (')[0]} is {1.1 * rates[peer]:.1f} {unit}: {1.1 * rates[peer] / int8:.0%} of it."
+    return line
+
+
 # ---- one tower ---------------------------------------------------------------------------------------------
 def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, calibration: torch.Tensor) -> dict:
     """Build every contender for `tower`, time them in interleaved rounds, measure accuracy; return the rows."""
@@ -170,7 +209,11 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
         "bf16": gemm_peak(config, rows, torch.bfloat16, args.rounds),
         "int8": int8_peak(config, rows, args.rounds),
     }
-    return {"times": times, "accuracy": accuracy, "notes": notes, "load": load, "peaks": peaks, "batch": args.batch}
+    work = tower_work(config, tower, tokens)
+    return {
+        "times": times, "accuracy": accuracy, "notes": notes, "load": load, "peaks": peaks, "batch": args.batch,
+        "work": work,
+    }  # fmt: skip
 
 
 def table(tower: str, result: dict) -> list[str]:
@@ -198,6 +241,7 @@ def table(tower: str, result: dict) -> list[str]:
         f"bf16 {max(peaks['bf16']):.0f} GFLOP/s (best of F.linear / packed oneDNN), int8 `torch._int_mm` "
         f"{peaks['int8']:.0f} GOP/s (rows in blocks of {PEAK_BLOCK_ROWS}). Other processes' CPU load during the timed rounds: {result['load']:.2f} cores."
     )
+    lines.append("\n" + bound_line(tower, result))
     return lines
 
 
@@ -210,11 +254,7 @@ def headline(tower: str, result: dict) -> None:
         if any(label.startswith("siglip int8") for label in rates)
         else None
     )
-    peer = (
-        "OpenVINO int8 post-training quantization (NNCF)"
-        if tower == "vision"
-        else "ONNX Runtime int8 dynamic (QInt8 weights)"
-    )
+    peer = INT8_PEERS[tower]
     if ours and peer in rates:
         record(
             f"CPU {tower} tower int8 vs {peer.split(' (')[0]}",
