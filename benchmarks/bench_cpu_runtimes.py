@@ -133,18 +133,23 @@ def tower_work(config, tower: str, tokens: int) -> tuple[float, float]:
     return 2.0 * linears, 2.0 * attention
 
 
+def median_rates(result: dict) -> dict[str, float]:
+    """Items per second of each timed contender, from its median round."""
+    return {label: result["batch"] / statistics.median(seconds) for label, seconds in result["times"].items()}
+
+
 def bound_line(tower: str, result: dict) -> str:
     """The rate GEMMs at this run's peaks allow with nothing else, and where 1.1x the int8 peer lies."""
     linears, attention = result["work"]
     peaks, unit = result["peaks"], UNITS[tower]
     int8 = 1 / (linears / (peaks["int8"] * 1e9) + attention / (max(peaks["bf16"]) * 1e9))
-    bf16 = 1 / ((linears + attention) / (max(peaks["bf16"]) * 1e9))
+    bf16 = max(peaks["bf16"]) * 1e9 / (linears + attention)
     line = (
         f"GEMM-peak bound (this run's peaks, every GEMM at its peak and nothing else): int8 linears with bf16 "
         f"attention products {int8:.1f} {unit}, all bf16 {bf16:.1f} {unit} ({linears / 1e9:.1f} G linear and "
         f"{attention / 1e9:.1f} G attention ops per item)."
     )
-    rates = {label: result["batch"] / statistics.median(seconds) for label, seconds in result["times"].items()}
+    rates = median_rates(result)
     peer = INT8_PEERS[tower]
     if peer in rates:
         line += f" 1.1x {peer.split(' (')[0]} is {1.1 * rates[peer]:.1f} {unit}: {1.1 * rates[peer] / int8:.0%} of it."
@@ -209,17 +214,16 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
         "bf16": gemm_peak(config, rows, torch.bfloat16, args.rounds),
         "int8": int8_peak(config, rows, args.rounds),
     }
-    work = tower_work(config, tower, tokens)
     return {
         "times": times, "accuracy": accuracy, "notes": notes, "load": load, "peaks": peaks, "batch": args.batch,
-        "work": work,
+        "work": tower_work(config, tower, tokens),
     }  # fmt: skip
 
 
 def table(tower: str, result: dict) -> list[str]:
     """The markdown rows of one tower: rate (median), ratio to siglip fp32, cosine min / mean, spread."""
     unit, batch = UNITS[tower], result["batch"]
-    rates = {label: batch / statistics.median(seconds) for label, seconds in result["times"].items()}
+    rates = median_rates(result)
     base = rates.get("siglip fp32 (default)")
     lines = [
         f"| {tower} contender | {unit} (median) | vs siglip fp32 | cosine min | cosine mean | slowest/fastest round |",
@@ -247,7 +251,7 @@ def table(tower: str, result: dict) -> list[str]:
 
 def headline(tower: str, result: dict) -> None:
     """The issue's targets as summary rows for run_all.py (only where both sides ran)."""
-    rates = {label: result["batch"] / statistics.median(seconds) for label, seconds in result["times"].items()}
+    rates = median_rates(result)
     unit = UNITS[tower]
     ours = (
         max((rates[label], label) for label in rates if label.startswith("siglip int8"))
