@@ -13,43 +13,10 @@ import traceback
 from typing import Any
 
 from ..errors import InputError, SiglipError
+from ..runtime import DTYPES, load_options  # noqa: F401 - re-exported: commands and bulk use them from here
 
 DEFAULT_MODEL = "google/siglip-base-patch16-224"
 DEFAULT_DEVICE = "auto"  # every command: CUDA when available, else CPU
-# --dtype names -> the dtype names `from_pretrained(dtype=...)` takes ("auto": as stored).
-DTYPES = {
-    "auto": "auto",
-    "float32": "float32",
-    "fp32": "float32",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float16": "float16",
-    "fp16": "float16",
-    "int8": "int8",  # CPU int8 inference (siglip/quantization/): see load_options
-}
-
-
-def load_options(dtype: str, device: Any = DEFAULT_DEVICE) -> dict[str, Any]:
-    """`from_pretrained` keyword arguments (dtype, device, quantization) for a --dtype name and --device.
-
-    "int8" quantises the encoder linears (dynamic activation scales; a folder saved from a calibrated model keeps
-    its static ones) and runs the rest in bf16 where the CPU has native bf16, else fp32. It runs on CPU only, so
-    `--device auto` means the CPU there.
-    """
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {', '.join(sorted(DTYPES))}, got {dtype!r}")
-    if DTYPES[dtype] != "int8":
-        return {"dtype": DTYPES[dtype], "device": device}
-    import torch
-
-    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    return {
-        "dtype": "bfloat16" if bf16 else "float32",
-        "device": "cpu" if device in (None, "auto") else device,
-        "quantization": "int8",
-    }
-
-
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype, --batch-size, --revision, --no-progress, --fast-decode, --fast-preprocess."""
     group = parser.add_argument_group("model")
@@ -73,19 +40,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:
     """The model and processor `--model` names, on `--device` in `--dtype`, in eval mode."""
-    from ..auto import AutoModel
-    from ..encode import load_processor
+    from .. import runtime
 
     check_positive(args.batch_size, "--batch-size")
-    hub = {"revision": args.revision} if args.revision else {}
-    processor = load_processor(
+    return runtime.load_model_and_processor(
         args.model,
+        dtype=args.dtype,
+        device=args.device,
+        revision=args.revision,
         use_fast=getattr(args, "fast_preprocess", False),
         fast_decode=getattr(args, "fast_decode", False),
-        **hub,
     )
-    model = AutoModel.from_pretrained(args.model, **load_options(args.dtype, args.device), **hub)
-    return model.eval(), processor
 
 
 def progress_bar(total: int, args: argparse.Namespace, unit: str = "img") -> Any:
