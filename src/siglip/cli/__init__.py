@@ -1,4 +1,4 @@
-"""The `siglip` command line: `siglip classify | embed | search | index | serve | train ...` (`siglip COMMAND --help`).
+"""The `siglip` command line: `siglip classify | embed | search | index | serve | train | eval ...` (`siglip COMMAND --help`).
 
 Every input mistake ends the run with a one-line `siglip: error: ...` message on stderr and exit code 2; a bug
 says `siglip: internal error: ...` (exit code 1; `siglip --debug COMMAND ...` shows its traceback); an
@@ -30,6 +30,7 @@ COMMANDS = (
     "score",
     "dedup",
     "compact",
+    "eval",
 )
 
 

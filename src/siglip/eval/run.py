@@ -146,7 +146,11 @@ def _settings(spec: ModelSpec, templates: Sequence[str] | None) -> dict[str, Any
         "padding": f"max_length={length} (as trained)",
         "resize": {key: value if isinstance(value, int | str | dict) else str(value) for key, value in resize.items()},
         "image_processor": type(image_processor).__name__,
-        "dtype": spec.dtype_name() + (" + int8 linears" if spec.dtype == "int8" else ""),
+        "dtype": (
+            f"int8 linears, the rest {str(model.dtype).removeprefix('torch.')}"
+            if spec.dtype == "int8"
+            else spec.dtype_name()
+        ),
         "preprocessing": spec.preprocessing(),
         "model_class": type(model).__name__,
     }
