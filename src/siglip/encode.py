@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -49,6 +50,7 @@ def encode_texts(
     `normalize` L2-normalises them (what cosine scores and zero-shot need); `progress(n)` is called per batch.
     """
     length = model.config.text_config.max_position_embeddings
+    check_text_case(model, processor, texts)
     chunks = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
@@ -61,6 +63,28 @@ def encode_texts(
     if not chunks:
         return torch.empty(0, model.config.text_config.projection_size or model.config.text_config.hidden_size)
     return torch.cat(chunks)
+
+
+_warned_case = False  # check_text_case warns once per process
+
+
+def check_text_case(model: Any, processor: Any, texts: Sequence[str]) -> None:
+    """Warn (once) when SigLIP2 text with capitals reaches a tokenizer that does not lowercase (a GemmaTokenizer
+    given in place of the Siglip2Tokenizer that SigLIP2 checkpoints load with): SigLIP2 was trained on lowercased
+    text, so capitals are embedded off its training distribution. Nothing is changed."""
+    global _warned_case
+    if _warned_case or getattr(model.config, "model_type", None) != "siglip2":
+        return
+    if getattr(getattr(processor, "tokenizer", processor), "lowercase", True):
+        return
+    if any(text != text.lower() for text in texts):
+        _warned_case = True
+        warnings.warn(
+            "SigLIP2 was trained on lowercased text, but this tokenizer does not lowercase and the text has capitals: "
+            "use the Siglip2Tokenizer (AutoProcessor / AutoTokenizer pick it) or lowercase the text first.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def load_processor(model: str, *, use_fast: bool = False, fast_decode: bool = False, **hub: Any) -> Any:

@@ -3,6 +3,8 @@ linear head on the last position."""
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -110,7 +112,27 @@ class SiglipTextModel(SiglipPreTrainedModel):
                 f"truncation=True, max_length={limit}."
             )
         _check_id_range(input_ids, self.config.vocab_size)
+        if input_ids.shape[-1] < limit and not _warned_short_ids and not torch.compiler.is_compiling():
+            _warn_short_ids(input_ids.shape[-1], limit)
         return input_ids
+
+
+_warned_short_ids = False  # the warning below is given once per process
+
+
+def _warn_short_ids(length: int, trained: int) -> None:
+    """Warn (once) that ids shorter than the trained length give other embeddings: SigLIP's text tower was trained
+    on text padded to `max_position_embeddings` and pools the last position, so unpadded text is embedded off its
+    training distribution (zero-shot accuracy can drop far). The numbers are left as computed."""
+    global _warned_short_ids
+    _warned_short_ids = True
+    warnings.warn(
+        f"the text tower got {length} tokens per text, fewer than the {trained} it was trained with: SigLIP pools "
+        f"the last position, so unpadded text is embedded differently (often much less accurately). Tokenize with "
+        f"padding='max_length', max_length={trained}, as the zero-shot pipeline does.",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 @torch.compiler.disable  # reads values back (.min/.max): eager under torch.compile, without a graph-break warning
