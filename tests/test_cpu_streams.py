@@ -1,4 +1,4 @@
-"""CPU inference streams (modeling/streams.py): a batch split across threads gives the same numbers as one batch,
+"""CPU inference streams (kernels/streams.py): a batch split across threads gives the same numbers as one batch,
 in every inference mode, never where autograd or training needs one batch, and leaves the process's intra-op
 thread count as it was."""
 
@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_CONFIGS, random_ids
 
 import siglip
-from siglip.modeling import streams
+from siglip.kernels import streams
 
 TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
 

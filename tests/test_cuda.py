@@ -23,7 +23,7 @@ from test_model_parity import perturb_, reference_model
 from test_siglip2_model import VISION_P16, processor_inputs, reference_checkpoint
 
 import siglip
-from siglip.modeling.packed import PackedWeights
+from siglip.kernels.packed import PackedWeights
 
 DEVICE = os.environ.get("SIGLIP_TEST_DEVICE", "cuda")
 pytestmark = pytest.mark.skipif(

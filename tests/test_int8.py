@@ -350,8 +350,8 @@ def test_text_calibration_covers_every_position_of_the_last_layer():
     handle.remove()
     model.set_weight_packing(True)
     model.quantize("int8", calibration=ids)
+    from siglip.kernels.int8 import activation_qparams
     from siglip.quantization.convert import CALIBRATION_MARGIN
-    from siglip.quantization.linear import activation_qparams
 
     quantized = model.text_model.encoder.layers[-1].mlp.fc1
     low, high = (min(seen[0].min.item(), 0.0), max(seen[0].max.item(), 0.0))  # over all 16 positions

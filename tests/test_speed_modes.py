@@ -15,8 +15,8 @@ import transformers
 from conftest import TINY_CONFIGS, max_diff, random_ids
 
 import siglip
+from siglip.kernels.packed import PackedWeights, tensor_key
 from siglip.modeling import layers
-from siglip.modeling.packed import PackedWeights, tensor_key
 
 TEXT, VISION = TINY_CONFIGS["odd_3_heads"]
 # fp32 packed vs plain: same math, another summation order.

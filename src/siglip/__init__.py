@@ -57,7 +57,7 @@ _LAZY = {
     "ZeroShotImageClassificationPipeline": "zero_shot",
     "load_image": "image.loading",
     "pipeline": "zero_shot",
-    "set_cpu_streams": "modeling.streams",
+    "set_cpu_streams": "kernels.streams",
 }
 
 

@@ -212,7 +212,7 @@ def _save(proto: Any, path: Path, large: bool) -> None:
 @contextmanager
 def plain_torch_path(model: nn.Module) -> Iterator[None]:
     """Eval mode, no autograd and the plain (non-oneDNN) linears for the trace; the model's state restored after."""
-    from ..modeling import packed
+    from ..kernels import packed
 
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     packing = any(packed.module_cache(m).enabled for m in linears)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..config import Siglip2VisionConfig
 from ..errors import InputError
-from . import packed
+from ..kernels import packed
 
 
 class Siglip2VisionEmbeddings(nn.Module):

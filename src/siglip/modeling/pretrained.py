@@ -17,8 +17,10 @@ import torch
 from torch import nn
 
 from ..config import CONFIG_NAME, PretrainedConfig, read_config_dict
+from ..config_validation import config_file
 from ..errors import CheckpointError, ConfigError, InputError
 from ..hub import HubOptions, resolve_file
+from ..kernels import packed
 from ..weights import (
     align_keys,
     find_weight_files,
@@ -26,7 +28,6 @@ from ..weights import (
     read_checkpoint_keys,
     save_safetensors,
 )
-from . import packed
 from .layers import SiglipAttention, SiglipEncoder, check_attn_implementation
 
 ModelT = TypeVar("ModelT", bound="SiglipPreTrainedModel")
@@ -220,8 +221,10 @@ class SiglipPreTrainedModel(nn.Module):
         options = HubOptions.from_kwargs(kwargs)
         source = str(pretrained_model_name_or_path)
         if config is None:
-            config_dict = read_config_dict(resolve_file(pretrained_model_name_or_path, CONFIG_NAME, options))
-            config = cls.config_class.from_dict(cls.config_class.select_from(config_dict, source), **kwargs)
+            config_path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME, options)
+            with config_file(config_path):
+                config_dict = read_config_dict(config_path)
+                config = cls.config_class.from_dict(cls.config_class.select_from(config_dict, source), **kwargs)
         elif kwargs:
             raise InputError(f"unexpected keyword arguments {sorted(kwargs)} (config fields go in the config).")
         if attn_implementation is not None:

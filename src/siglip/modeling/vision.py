@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import SiglipVisionConfig
 from ..errors import InputError
-from . import packed
+from ..kernels import packed
 from .layers import Segments, SiglipEncoder, SiglipMLP, scaled_dot_product
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import SiglipPreTrainedModel

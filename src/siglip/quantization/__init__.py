@@ -1,9 +1,9 @@
 """The int8 CPU inference path: `model.quantize("int8")` / `from_pretrained(..., quantization="int8")`.
 
-linear.py holds the layer and its oneDNN kernel call; convert.py turns a model's encoder linears into it
+kernels/int8.py holds the layer and its oneDNN kernel call; convert.py turns a model's encoder linears into it
 (and calibrates static activation scales). This package imports nothing from modeling at import time.
 """
 
-from .linear import Int8Linear, int8_linear
+from ..kernels.int8 import Int8Linear, int8_linear
 
 __all__ = ["Int8Linear", "int8_linear"]

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..kernels.int8 import Int8Linear
 from ..modeling.layers import SiglipAttention, SiglipEncoder, SiglipMLP
-from .linear import Int8Linear
 
 METHOD = "int8"
 # config.quantization_config of a saved int8 model; from_pretrained rebuilds the int8 modules when it is set.

@@ -1,0 +1,4 @@
+"""How the math runs on this machine: GEMM choice (int8, oneDNN-packed, plain), attention kernels, CPU streams.
+
+Below modeling/ (which calls into it) and above the I/O modules; it imports nothing from modeling/.
+"""

@@ -1,0 +1,246 @@
+"""The int8 linear layer of the CPU inference path: per-channel int8 weights, per-tensor uint8 activations.
+
+Kernel: oneDNN's u8 x s8 matmul through `torch.ops.onednn.qlinear_pointwise` (the ops PyTorch's inductor emits
+for x86 int8 models). It takes the activations as uint8 with a scale and zero point, the weights as s8 packed once
+into oneDNN's blocked layout with one scale per output channel, and applies the bias, GELU or a residual addition
+inside the GEMM; its output is fp32/bf16, or uint8 again when the next linear's input scale is known (fc1 -> fc2),
+so the MLP's wide intermediate crosses memory as one byte per element. Whole-tower speeds against bf16, fp32 and
+the other runtimes are in benchmarks/results_cpu_runtimes.md.
+
+Activation scales are either static (calibrated on real inputs, see convert.py, and saved with the model:
+deterministic, batch-independent, the fastest) or dynamic (min/max of each call's input: no calibration needed,
+but a row's result depends slightly on the rest of its batch). Weights are symmetric (zero point 0), activations
+asymmetric (uint8 with a zero point) because LayerNorm and GELU outputs are not centred.
+
+Only CPU: oneDNN's int8 kernels have no CUDA counterpart here, and `Int8Linear` refuses other devices.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+
+QMAX = 255  # uint8 activations
+WMAX = 127  # symmetric int8 weights (-127..127: no -128, so that -w is representable)
+# torch.quantize_per_tensor is only used for its one-pass float -> uint8 rounding (its quint8 result is not kept);
+# its deprecation notice (PyTorch 2.10+) would reach every user of the int8 path. When it is gone, the arithmetic
+# fallback below takes over.
+warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecated", category=UserWarning)
+_HAS_QUANTIZE = hasattr(torch, "quantize_per_tensor")
+
+
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) float weight -> (int8 weight, fp32 per-output-channel scale), symmetric round-to-nearest."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / WMAX
+    quantized = torch.round(weight / scale[:, None]).clamp_(-WMAX, WMAX).to(torch.int8)
+    return quantized, scale
+
+
+def activation_qparams(low: float, high: float) -> tuple[float, int]:
+    """Affine uint8 (scale, zero point) covering [low, high] and 0 exactly."""
+    low, high = min(low, 0.0), max(high, 0.0)
+    scale = max(high - low, 1e-8) / QMAX
+    return scale, int(min(QMAX, max(0, round(-low / scale))))
+
+
+def quantize_activation(inputs: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
+    """float -> uint8 (round to nearest, saturating), as a plain uint8 tensor for the oneDNN kernel.
+
+    `torch.quantize_per_tensor` is the fastest quantiser in eager PyTorch (one vectorised pass); its quint8
+    result shares storage with the plain uint8 tensor returned here (the quantized tensor's bytes are its values).
+    """
+    if inputs.dtype != torch.float32:
+        inputs = inputs.float()
+    if not _HAS_QUANTIZE:
+        return torch.clamp(torch.round(inputs * (1.0 / scale)) + zero_point, 0, QMAX).to(torch.uint8)
+    quantized = torch.quantize_per_tensor(inputs, scale, zero_point, torch.quint8)
+    plain = torch.empty(0, dtype=torch.uint8, device=inputs.device)
+    return plain.set_(quantized.untyped_storage(), 0, quantized.shape, quantized.stride())
+
+
+class Int8Linear(nn.Module):
+    """A linear layer holding int8 weights: y = dequant(quant(x) @ w_int8^T) + bias.
+
+    Buffers (saved by `save_pretrained`, the names the float layer had plus scales): `weight` int8 (out, in),
+    `weight_scale` fp32 (out,), `bias` fp32 (out,) or absent, `input_scale` / `input_zero_point` (1,) - a scale of
+    0 means dynamic (per call) activation scales. The oneDNN-packed weight is a cache beside them (not saved).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: torch.device | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+        self.register_buffer("input_scale", torch.zeros(1, device=device))
+        self.register_buffer("input_zero_point", torch.zeros(1, dtype=torch.int32, device=device))
+        self.__dict__["consumer"] = None  # the Int8Linear fed by this one's activation output (fc1 -> fc2)
+        self.__dict__["_packed"] = (None, None)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        """The int8 twin of `linear` (weights quantised per output channel; dynamic activations until calibrated)."""
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device)
+        weight, scale = quantize_weight(linear.weight)
+        module.weight.copy_(weight)
+        module.weight_scale.copy_(scale)
+        if linear.bias is not None:
+            module.bias.copy_(linear.bias.detach().float())
+        return module
+
+    def _apply(self, fn, recurse: bool = True):
+        """`.to(dtype)`, `.half()`, `.bfloat16()` move the buffers but keep the scales and bias fp32 (the kernel
+        takes them in fp32; a bf16 weight scale would cost accuracy). Device moves apply as usual."""
+        originals = {name: buffer for name, buffer in self._buffers.items() if buffer is not None}
+        super()._apply(fn, recurse)
+        for name, before in originals.items():
+            after = self._buffers[name]
+            if after is not None and after.dtype != before.dtype:
+                self._buffers[name] = before.to(device=after.device)
+        return self
+
+    def extra_repr(self) -> str:
+        mode = "static" if self.is_static else "dynamic"
+        return f"in_features={self.in_features}, out_features={self.out_features}, activations={mode}"
+
+    # ---- activation scales -------------------------------------------------------------------------
+    @property
+    def is_static(self) -> bool:
+        return float(self.input_scale[0]) > 0
+
+    def set_input_range(self, low: float, high: float) -> None:
+        """Fix the activation scale to cover [low, high] (calibration)."""
+        scale, zero_point = activation_qparams(low, high)
+        self.input_scale.fill_(scale)
+        self.input_zero_point.fill_(zero_point)
+
+    def input_qparams(self, inputs: torch.Tensor) -> tuple[float, int]:
+        """(scale, zero point) for `inputs`: the calibrated ones, or the min/max of this call's input."""
+        if self.is_static:
+            return float(self.input_scale[0]), int(self.input_zero_point[0])
+        low, high = torch.aminmax(inputs.detach())
+        return activation_qparams(float(low), float(high))
+
+    # ---- forward -----------------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return int8_linear([self], inputs)
+
+    def packed(self, group: Sequence[Int8Linear]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(oneDNN-packed int8 weight, per-channel scale, bias) of `group` (this module first; several linears
+        sharing one input, e.g. q, k and v, concatenated along outputs), packed on first use."""
+        from .packed import tensor_key  # packed.py imports this module at its top
+
+        tensors = [t for m in group for t in (m.weight, m.weight_scale, m.bias) if t is not None]
+        key = tuple(tensor_key(t) for t in tensors)
+        cached_key, value = self.__dict__["_packed"]
+        if cached_key != key or value is None:
+            with torch.no_grad():
+                weight = torch.cat([m.weight for m in group])
+                scale = torch.cat([m.weight_scale.float() for m in group])
+                biases = [m.bias for m in group]
+                bias = torch.cat([b.float() for b in biases]) if all(b is not None for b in biases) else None
+                value = (torch.ops.onednn.qlinear_prepack(weight, None), scale, bias)
+            self.__dict__["_packed"] = (key, value)
+        return value
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_packed"] = (None, None)
+        return state
+
+
+_WEIGHT_ZERO_POINTS: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _zero_points(count: int, device: torch.device) -> torch.Tensor:
+    key = (count, device)
+    if key not in _WEIGHT_ZERO_POINTS:
+        _WEIGHT_ZERO_POINTS[key] = torch.zeros(count, dtype=torch.long, device=device)
+    return _WEIGHT_ZERO_POINTS[key]
+
+
+def check_cpu(tensor: torch.Tensor) -> None:
+    if tensor.device.type != "cpu":
+        raise InputError(
+            f"int8 inference runs on CPU only (oneDNN VNNI/AMX kernels); got a tensor on {tensor.device}. "
+            "On a GPU use dtype=torch.bfloat16 or float16 instead of quantization='int8'."
+        )
+
+
+class _NoBackward(torch.autograd.Function):
+    """Marks an int8 GEMM's output as depending on its float inputs, with a backward that refuses clearly
+    (oneDNN's int8 kernels have no gradient; PyTorch would otherwise warn and return wrong gradients)."""
+
+    @staticmethod
+    def forward(ctx, output: torch.Tensor, *sources: torch.Tensor) -> torch.Tensor:
+        return output
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor):
+        raise InputError(
+            "int8 layers have no backward pass: fine-tune the float model and quantize it afterwards, or run the "
+            "int8 model under torch.no_grad() / torch.inference_mode()"
+        )
+
+
+@torch.compiler.disable
+def int8_linear(
+    group: Sequence[Int8Linear],
+    inputs: torch.Tensor,
+    activation: tuple[str, str] | None = None,
+    residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """activation(inputs @ cat(w).T + cat(b)) [+ residual] through the u8 x s8 oneDNN kernel.
+
+    `inputs` is float, or uint8 already quantised with `group[0]`'s static scale (the output of its producer).
+    `activation` is a oneDNN post-op (name, algorithm), e.g. ("gelu", "tanh"). With an activation and a static
+    consumer (fc1 -> fc2) the result is uint8 in the consumer's input scale; otherwise it has the float dtype of
+    `residual` or of `inputs` (fp32 for uint8 inputs).
+    """
+    first = group[0]
+    check_cpu(inputs)
+    sources = [t for t in (inputs, residual) if t is not None and t.requires_grad]
+    if sources and torch.is_grad_enabled():
+        with torch.no_grad():
+            output = int8_linear(group, inputs, activation, residual)
+        return _NoBackward.apply(output, *sources) if output.is_floating_point() else output
+    weight, weight_scale, bias = first.packed(group)
+    if inputs.dtype == torch.uint8:
+        x_scale, x_zero_point = float(first.input_scale[0]), int(first.input_zero_point[0])
+        quantized = inputs
+        float_dtype = residual.dtype if residual is not None else torch.float32
+    else:
+        x_scale, x_zero_point = first.input_qparams(inputs)
+        quantized = quantize_activation(inputs, x_scale, x_zero_point)
+        float_dtype = residual.dtype if residual is not None else inputs.dtype
+    consumer = first.__dict__.get("consumer")
+    writes_uint8 = residual is None and activation is not None and consumer is not None and consumer.is_static
+    # The kernel writes fp32 or bf16 (or uint8): an fp16 model's linears compute in fp32, cast back after.
+    kernel_dtype = torch.float32 if float_dtype == torch.float16 else float_dtype
+    name, algorithm = activation if activation is not None else ("none", "")
+    zero_points = _zero_points(weight_scale.numel(), weight_scale.device)
+    if writes_uint8:
+        out_scale, out_zero_point = float(consumer.input_scale[0]), int(consumer.input_zero_point[0])
+        return torch.ops.onednn.qlinear_pointwise(
+            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, bias,
+            out_scale, out_zero_point, None, name, [], algorithm,
+        )  # fmt: skip
+    if residual is not None:
+        # the kernel reads `other` as dense rows (a transposed view gave garbage)
+        residual = residual.to(kernel_dtype).contiguous()
+        output = torch.ops.onednn.qlinear_pointwise.binary(
+            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, residual, bias,
+            1.0, 0, kernel_dtype, 1.0, 0, "add", 1.0, name, [], algorithm,
+        )  # fmt: skip
+    else:
+        output = torch.ops.onednn.qlinear_pointwise(
+            quantized, x_scale, x_zero_point, weight, weight_scale, zero_points, bias,
+            1.0, 0, kernel_dtype, name, [], algorithm,
+        )  # fmt: skip
+    return output.to(float_dtype)
