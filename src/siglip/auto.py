@@ -9,12 +9,12 @@ Nothing is guessed from weight names.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from typing import Any
 
 from .config import CONFIG_NAME, PretrainedConfig, config_from_dict, read_config_dict
 from .errors import ConfigError
+from .files import read_json
 from .hub import HubOptions, resolve_file
 
 # model_type -> "module:Class" (imported on first use, so that importing siglip stays light).
@@ -65,10 +65,10 @@ def _read_json(name_or_path: str | os.PathLike, filename: str, options: HubOptio
     path = resolve_file(name_or_path, filename, options, required=False)
     if path is None:
         return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read {filename} of {name_or_path}: {error}") from None
+    value = read_json(path, f"{filename} of {name_or_path}", ConfigError, max_bytes=16 * 1024 * 1024)
+    if not isinstance(value, dict):
+        raise ConfigError(f"{filename} of {name_or_path} must hold a JSON object, got {type(value).__name__}.")
+    return value
 
 
 def _model_type(name_or_path: str | os.PathLike, options: HubOptions) -> str:

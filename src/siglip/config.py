@@ -10,12 +10,15 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from .config_validation import check_config_fields, check_labels, check_num_labels, config_field, config_file
 from .errors import ConfigError
+from .files import read_json
 from .hub import HubOptions, resolve_file
 
 CONFIG_NAME = "config.json"
@@ -47,6 +50,8 @@ def config_class(cls: type[ConfigT]) -> type[ConfigT]:
             if old in kwargs:
                 kwargs.setdefault(new, kwargs.pop(old))
         num_labels = kwargs.pop("num_labels", None)
+        if num_labels is not None:
+            check_num_labels(num_labels)
         extras = {key: kwargs.pop(key) for key in list(kwargs) if key not in known}
         dataclass_init(self, **kwargs)
         for key in _BOOKKEEPING_KEYS:
@@ -85,6 +90,7 @@ class PretrainedConfig:
     attn_implementation: str | None = None
 
     def __post_init_config__(self) -> None:
+        check_labels(self.id2label, self.label2id)
         self.id2label = {int(key): value for key, value in self.id2label.items()}
         if self.label2id is None:
             self.label2id = {value: key for key, value in self.id2label.items()}
@@ -92,6 +98,7 @@ class PretrainedConfig:
         problem_types = (None, "regression", "single_label_classification", "multi_label_classification")
         if self.problem_type not in problem_types:
             raise ConfigError(f"problem_type must be one of {problem_types}, got {self.problem_type!r}.")
+        check_config_fields(self)
 
     @property
     def num_labels(self) -> int:
@@ -151,14 +158,16 @@ class PretrainedConfig:
 
     @classmethod
     def from_json_file(cls: type[ConfigT], path: str | os.PathLike) -> ConfigT:
-        return cls.from_dict(read_config_dict(path))
+        with config_file(path):
+            return cls.from_dict(read_config_dict(path))
 
     @classmethod
     def from_pretrained(cls: type[ConfigT], name_or_path: str | os.PathLike, **kwargs: Any) -> ConfigT:
         """Load from a folder or Hub id. A tower config also loads from its composite model's config.json."""
         options = HubOptions.from_kwargs(kwargs)
-        config_dict = read_config_dict(resolve_file(name_or_path, CONFIG_NAME, options))
-        return cls.from_dict(cls.select_from(config_dict, source=str(name_or_path)), **kwargs)
+        path = resolve_file(name_or_path, CONFIG_NAME, options)
+        with config_file(path):
+            return cls.from_dict(cls.select_from(read_config_dict(path), source=str(name_or_path)), **kwargs)
 
     @classmethod
     def select_from(cls, config_dict: dict[str, Any], source: str = "config.json") -> dict[str, Any]:
@@ -184,11 +193,9 @@ def _sub_model_type(model_type: str, key: str) -> str:
 
 
 def read_config_dict(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse a config.json, raising `ConfigError` (not a JSON traceback) when it is unreadable."""
-    try:
-        config_dict = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"cannot read the config file {path}: {error}") from None
+    """Parse a config.json, raising `ConfigError` (not a JSON traceback) when it is unreadable: not a regular
+    file, over 16 MiB, not UTF-8 JSON, nested deeper than `files.MAX_JSON_DEPTH`."""
+    config_dict = read_json(path, "the config file", ConfigError, max_bytes=16 * 1024 * 1024)
     if not isinstance(config_dict, dict):
         raise ConfigError(f"{path} must hold a JSON object, got {type(config_dict).__name__}.")
     return config_dict
@@ -217,7 +224,6 @@ class SiglipTextConfig(PretrainedConfig):
         super().__post_init_config__()
         if self.projection_size is None:
             self.projection_size = self.hidden_size
-        _check_heads(self)
 
 
 @config_class
@@ -237,17 +243,7 @@ class SiglipVisionConfig(PretrainedConfig):
     attention_dropout: float = 0.0  # dropout on attention probabilities (training only)
     vision_use_head: bool = True  # attention-pooling (MAP) head; False gives no pooler_output
 
-    def __post_init_config__(self) -> None:
-        super().__post_init_config__()
-        _check_heads(self)
-
-
-def _check_heads(config: SiglipTextConfig | SiglipVisionConfig) -> None:
-    if config.hidden_size % config.num_attention_heads:
-        raise ConfigError(
-            f"hidden_size ({config.hidden_size}) must be divisible by num_attention_heads "
-            f"({config.num_attention_heads})."
-        )
+    # The field checks (types, ranges, heads dividing hidden_size) run in PretrainedConfig.__post_init_config__.
 
 
 @config_class
@@ -263,8 +259,10 @@ class SiglipConfig(PretrainedConfig):
 
     def __post_init_config__(self) -> None:
         super().__post_init_config__()
-        self.text_config = _as_config(self.text_config, self.text_config_class)
-        self.vision_config = _as_config(self.vision_config, self.vision_config_class)
+        with config_field("text_config"):
+            self.text_config = _as_config(self.text_config, self.text_config_class)
+        with config_field("vision_config"):
+            self.vision_config = _as_config(self.vision_config, self.vision_config_class)
 
     @classmethod
     def from_text_vision_configs(cls, text_config: Any, vision_config: Any, **kwargs: Any) -> SiglipConfig:
@@ -321,7 +319,7 @@ class Siglip2VisionConfig(SiglipVisionConfig):
 
     def __post_init_config__(self) -> None:
         super().__post_init_config__()
-        side = round(self.num_patches**0.5)
+        side = math.isqrt(self.num_patches)
         if side * side != self.num_patches:
             raise ConfigError(f"num_patches ({self.num_patches}) must be a perfect square (e.g. 256 = 16 x 16).")
 

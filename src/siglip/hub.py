@@ -81,6 +81,11 @@ def resolve_file(
 def check_relative_name(relative: str, source: str | os.PathLike) -> None:
     """A file name inside a checkpoint (shard, subfolder/file) must stay inside it: no absolute path, no `..`."""
     parts = relative.replace("\\", "/").split("/")
+    if len(relative) > 1024 or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in parts):
+        raise CheckpointError(
+            f"{source}: the file name {relative[:60]!r}... is too long ({len(relative)} characters; at most 255 "
+            f"bytes a part, 1024 characters in all); refused."
+        )
     if relative.startswith(("/", "\\")) or Path(relative).is_absolute() or ".." in parts or ":" in parts[0]:
         raise CheckpointError(
             f"{source}: the file name {relative!r} points outside the checkpoint folder (absolute or with '..'); "

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
+from .files import read_json
 from .hub import HubOptions, resolve_file
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -34,22 +35,30 @@ class CheckpointFiles:
     paths: list[Path]
     is_pickle: bool = False
     # Sharded checkpoints: tensor name -> the shard file the index names. The index is authoritative: a tensor
-    # that a shard holds but the index places in another shard (a duplicate) is read from the named one only.
+    # that a shard holds but the index does not name for that shard (a stale duplicate, or a name the index
+    # lacks) is a CheckpointError, never silently read or skipped.
     owners: dict[str, Path] | None = None
 
-    def owns(self, name: str, path: Path) -> bool:
-        """Whether `name` is to be read from `path` (always, for an unsharded checkpoint)."""
-        return self.owners is None or self.owners.get(name, path) == path
+    def check_owner(self, name: str, path: Path) -> None:
+        """Raise CheckpointError unless `name` is to be read from `path` (always true for one unsharded file)."""
+        if self.owners is None or self.owners.get(name) == path:
+            return
+        named = self.owners.get(name)
+        where = f"names {named.name} for it" if named is not None else "does not list it"
+        raise CheckpointError(
+            f"{path} holds the tensor {name!r} but the shard index {where}: the checkpoint is inconsistent "
+            f"(a stale or foreign shard). Re-save it, or fix model.safetensors.index.json."
+        )
 
 
 def find_weight_files(name_or_path: str | os.PathLike, options: HubOptions, allow_pickle: bool) -> CheckpointFiles:
     """Locate model.safetensors, or the shards its index lists, or (opt-in) pytorch_model.bin."""
     index = resolve_file(name_or_path, SAFE_WEIGHTS_INDEX_NAME, options, required=False)
     if index is not None:
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"cannot read the shard index {index}: {error}") from None
+        document = read_json(index, "the shard index", CheckpointError, max_bytes=64 * 1024 * 1024)
+        if not isinstance(document, dict) or "weight_map" not in document:
+            raise CheckpointError(f"the shard index {index} has no weight_map (want tensor name -> file name).")
+        weight_map = document["weight_map"]
         if (
             not isinstance(weight_map, dict)
             or not weight_map
@@ -89,8 +98,10 @@ def iter_checkpoint_tensors(files: CheckpointFiles, device: torch.device) -> Ite
         try:
             with safe_open(str(path), framework="pt", device=str(device)) as reader:
                 for name in reader.keys():
-                    if files.owns(name, path):
-                        yield name, reader.get_tensor(name)
+                    files.check_owner(name, path)
+                    yield name, reader.get_tensor(name)
+        except CheckpointError:
+            raise
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} is not a valid safetensors file ({error}).") from None
 
@@ -106,9 +117,11 @@ def read_checkpoint_keys(files: CheckpointFiles) -> dict[str, tuple[tuple[int, .
         try:
             with safe_open(str(path), framework="pt") as reader:
                 for name in reader.keys():
-                    if files.owns(name, path):
-                        view = reader.get_slice(name)
-                        keys[name] = (tuple(view.get_shape()), view.get_dtype())
+                    files.check_owner(name, path)
+                    view = reader.get_slice(name)
+                    keys[name] = (tuple(view.get_shape()), view.get_dtype())
+        except CheckpointError:
+            raise
         except (SafetensorError, OSError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"{path} is not a valid safetensors file ({error}).") from None
     return keys

@@ -31,7 +31,8 @@ import base64
 import binascii
 import io
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -40,6 +41,8 @@ from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FetchError, ImageError
 from ..fetch import DEFAULT_MAX_BYTES, fetch_url
+from ..files import read_regular
+from .formats import refused, resolve_formats
 
 ImageSource = Image.Image | str | os.PathLike | bytes | bytearray | memoryview | IO[bytes]
 
@@ -51,6 +54,8 @@ def _max_decoded_bytes_from_env() -> int:
 
 # Largest decoded frame + RGB copy accepted (bytes); set it, or SIGLIP_MAX_DECODED_BYTES, to change the default.
 MAX_DECODED_BYTES = _max_decoded_bytes_from_env()
+# Largest image file read from disk (bytes); URLs have their own cap (`max_bytes`).
+MAX_FILE_BYTES = 1 << 30
 # Bytes per pixel of Pillow's in-memory storage, by mode (every mode not listed takes 4).
 _PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
 
@@ -101,13 +106,11 @@ def _read_source(source: Any, timeout: float, max_bytes: int) -> bytes | IO[byte
             raise ImageError(f"invalid data URI {_describe(source)}: {error}") from None
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        if not path.is_file():
+        if path.is_dir() or not os.path.exists(path):
             what = "is a directory, not an image file" if path.is_dir() else "does not exist"
             raise ImageError(f"image file {path} {what}.")
-        try:
-            return path.read_bytes()
-        except OSError as error:
-            raise ImageError(f"could not read image file {path}: {error}") from None
+        # Regular files only (a FIFO or /dev/zero named x.jpg is refused, never read), at most MAX_FILE_BYTES.
+        return read_regular(path, MAX_FILE_BYTES, "image file", ImageError)
     if hasattr(source, "read"):
         return source
     raise ImageError(
@@ -146,11 +149,24 @@ def _decode(
     name: str,
     draft_size: tuple[int, int] | None = None,
     max_decoded_bytes: int | None = None,
+    allowed_formats: Iterable[str] | None = None,
 ) -> Image.Image:
-    """Open and fully decode the first frame; every decoder failure becomes an ImageError naming `name`."""
+    """Open and fully decode the first frame; every decoder failure becomes an ImageError naming `name`.
+    Only `allowed_formats` are tried (`image.formats`); other formats are refused before any parser runs."""
     stream = io.BytesIO(data) if isinstance(data, bytes) else data
+    formats = resolve_formats(allowed_formats)
     with decoder_errors(name):
-        image = Image.open(stream)
+        try:
+            image = Image.open(stream, formats=formats)
+        except UnidentifiedImageError:
+            if formats is None:
+                raise
+            try:
+                stream.seek(0)
+                prefix = stream.read(16)
+            except (OSError, ValueError):
+                prefix = b""
+            raise refused(prefix, name, formats) from None
         if draft_size is not None and image.format == "JPEG":
             check_image(image, name, max_decoded_bytes=2**62)  # pixel limit; the memory cap applies to the draft
             image.draft("RGB", draft_size)  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below draft_size
@@ -204,6 +220,7 @@ def load_image(
     honor_exif: bool = False,
     draft_size: tuple[int, int] | None = None,
     max_decoded_bytes: int | None = None,
+    allowed_formats: Iterable[str] | None = None,
 ) -> Image.Image:
     """Load `source` as a decoded PIL image in its own mode (use `to_rgb` or a processor to get RGB).
 
@@ -220,26 +237,51 @@ def load_image(
             decode followed by a resize. Other formats, and PIL images, are unaffected. None (default): exact.
         max_decoded_bytes: refuse images whose decoded frame plus RGB copy would exceed this many bytes
             (`decoded_bytes`), checked from the header before decoding. None: `MAX_DECODED_BYTES` (256 MiB).
+        allowed_formats: Pillow format names to decode (e.g. ``["PNG", "ICO"]``, ``["all"]``). None: the process
+            default, JPEG/PNG/WebP/GIF/TIFF/BMP (+ HEIF/AVIF with a plugin); see `image.formats`. Ignored for
+            PIL images (the caller opened them).
 
     Raises:
-        ImageError: missing/corrupt/truncated/unsupported file (whatever the decoder raised), failed download,
-            decompression bomb or an image over the memory cap, zero size.
+        ImageError: missing/corrupt/truncated/unsupported file (whatever the decoder or the EXIF parser raised),
+            a format not allowed, a FIFO/device/other non-regular file, a file over `MAX_FILE_BYTES`, failed
+            download, decompression bomb or an image over the memory cap, zero size.
     """
     name = _describe(source)
-    if isinstance(source, Image.Image):
-        with decoder_errors(_pil_name(source)):
-            image = check_image(source, _pil_name(source), max_decoded_bytes)
+    owned = not isinstance(source, Image.Image)
+    if not owned:
+        name = _pil_name(source)
+        # One lock per PIL image: threads handed the same lazily opened image must not decode it at once
+        # (Pillow's load() is not thread-safe; the second thread would read a half-consumed file).
+        with _image_lock(source), decoder_errors(name):
+            image = check_image(source, name, max_decoded_bytes)
             image.load()  # a lazily opened file decodes here (a no-op for a loaded image), with typed errors
-    else:
-        image = _decode(_read_source(source, timeout, max_bytes), f"image {name}", draft_size, max_decoded_bytes)
+            if honor_exif:
+                image = _apply_orientation(image, owned=False)
+        return image
+    name = f"image {name}"
+    image = _decode(_read_source(source, timeout, max_bytes), name, draft_size, max_decoded_bytes, allowed_formats)
     if honor_exif:
-        image = _apply_orientation(image, owned=not isinstance(source, Image.Image))
+        with decoder_errors(name):  # a corrupt EXIF block raises SyntaxError, struct.error, ... from Pillow
+            image = _apply_orientation(image, owned=True)
     return image
+
+
+_LOCKS_GUARD = threading.Lock()
+
+
+def _image_lock(image: Image.Image) -> threading.Lock:
+    """The image's own lock, kept on the image itself (PIL images are unhashable; a copy gets a new one)."""
+    lock = image.__dict__.get("_siglip_load_lock")
+    if lock is None:
+        with _LOCKS_GUARD:
+            lock = image.__dict__.setdefault("_siglip_load_lock", threading.Lock())
+    return lock
 
 
 def _apply_orientation(image: Image.Image, owned: bool) -> Image.Image:
     """`ImageOps.exif_transpose` without its full-size copy when there is nothing to do (most photos): an image
-    we decoded ourselves is transposed in place; a caller's image is only copied when it must be rotated."""
+    we decoded ourselves is transposed in place; a caller's image is only copied when it must be rotated.
+    Callers run it under `decoder_errors`: a corrupt EXIF block is an ImageError like any corrupt data."""
     if owned:
         ImageOps.exif_transpose(image, in_place=True)
         return image

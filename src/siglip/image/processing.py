@@ -31,10 +31,13 @@ import torch
 from PIL import Image
 
 from ..batch import BatchFeature
+from ..config_validation import config_file
 from ..errors import ConfigError, InputError
+from ..files import read_json
 from ..hub import HubOptions, resolve_file
 from ..threads import default_workers, shared_pool
 from .loading import load_image, to_rgb
+from .settings_check import check_setting
 
 PREPROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 # Keys describing the file itself, never settings.
@@ -243,6 +246,7 @@ class ImageProcessorBase:
 
     @staticmethod
     def _standardize(key: str, value: Any) -> Any:
+        check_setting(key, value)  # type and range (ConfigError naming the setting)
         if key == "size" and value is not None:
             return normalize_size(value)
         if key in ("image_mean", "image_std") and isinstance(value, tuple):
@@ -348,13 +352,11 @@ class ImageProcessorBase:
 
     @classmethod
     def from_json_file(cls, path: str | os.PathLike, **kwargs: Any):
-        try:
-            config = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"cannot read image processor config {path}: {error}") from None
+        config = read_json(path, "image processor config", ConfigError, max_bytes=16 * 1024 * 1024)
         if not isinstance(config, dict):
             raise ConfigError(f"{path} must hold a JSON object, got {type(config).__name__}.")
-        return cls.from_dict(config, **kwargs)
+        with config_file(path):
+            return cls.from_dict(config, **kwargs)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any):

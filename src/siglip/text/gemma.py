@@ -24,9 +24,13 @@ from typing import Any, ClassVar
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from ..errors import InputError
+from ..errors import CheckpointError, InputError, SiglipError
+from ..files import read_json
 from ..hub import HubOptions, resolve_file
 from .batching import BatchingTokenizer, EncodedRows
+from .tokenizer_files import read_tokenizer_json
+
+MAX_TOKENIZER_JSON_BYTES = 256 * 1024 * 1024  # Gemma's tokenizer.json is ~35 MB
 
 VERY_LARGE_INTEGER = int(1e30)  # the reference's "no limit" model_max_length
 NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -186,16 +190,18 @@ class GemmaTokenizer(BatchingTokenizer):
         """
         options = HubOptions.from_kwargs(kwargs)
         path = resolve_file(pretrained_model_name_or_path, "tokenizer.json", options)
-        tokenizer_json = json.loads(Path(path).read_text(encoding="utf-8"))
+        tokenizer_json = read_json(path, "the tokenizer file", CheckpointError, max_bytes=MAX_TOKENIZER_JSON_BYTES)
+        if not isinstance(tokenizer_json, dict):
+            raise CheckpointError(f"{path} must hold a JSON object, got {type(tokenizer_json).__name__}.")
         config_path = resolve_file(pretrained_model_name_or_path, "tokenizer_config.json", options, required=False)
-        config = json.loads(Path(config_path).read_text(encoding="utf-8")) if config_path else {}
+        config = read_tokenizer_json(config_path) if config_path else {}
         config.pop("add_bos_token", None)  # with a tokenizer.json the reference trusts its post-processor
         config.pop("add_eos_token", None)
         for key in ("tokenizer_class", "tokenizer_file", "name_or_path", "auto_map", "backend", "is_local"):
             config.pop(key, None)
         if "added_tokens_decoder" not in config:  # legacy folders: special tokens in special_tokens_map.json
             map_path = resolve_file(pretrained_model_name_or_path, "special_tokens_map.json", options, required=False)
-            for key, value in (json.loads(Path(map_path).read_text(encoding="utf-8")) if map_path else {}).items():
+            for key, value in (read_tokenizer_json(map_path) if map_path else {}).items():
                 config.setdefault(key, value)
         if "additional_special_tokens" in config and not config.get("extra_special_tokens"):
             config["extra_special_tokens"] = config.pop("additional_special_tokens")
@@ -203,7 +209,14 @@ class GemmaTokenizer(BatchingTokenizer):
         if isinstance(config.get("extra_special_tokens"), dict):  # model-specific named tokens
             config["extra_special_tokens"] = list(config["extra_special_tokens"].values())
         config.update(kwargs)
-        return cls(tokenizer_json, **config)
+        try:
+            return cls(tokenizer_json, **config)
+        except SiglipError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a malformed tokenizer.json fails anywhere in the tokenizers library
+            raise CheckpointError(
+                f"cannot build a tokenizer from {path} ({type(error).__name__}: {error}): the file is malformed."
+            ) from None
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> tuple[str, str]:
         """Write `tokenizer.json` and `tokenizer_config.json` in the layout transformers 5 writes and reads."""

@@ -20,10 +20,12 @@ from typing import Any, ClassVar
 import numpy as np
 import sentencepiece as spm
 
-from ..errors import InputError
+from ..errors import CheckpointError, ConfigError, InputError
+from ..files import read_regular
 from ..hub import HubOptions, resolve_file
 from .canonical import SPIECE_UNDERLINE, canonicalize_batch, canonicalize_text
 from .encoding import SentencePieceEncoding
+from .tokenizer_files import check_tokenizer_config, read_tokenizer_json
 
 __all__ = ["SPIECE_UNDERLINE", "SiglipTokenizer", "canonicalize_batch", "canonicalize_text"]
 
@@ -79,8 +81,7 @@ class SiglipTokenizer(SentencePieceEncoding):
     ) -> None:
         self.vocab_file = str(vocab_file)
         self.sp_model_kwargs = dict(sp_model_kwargs or {})
-        self.sp_model = spm.SentencePieceProcessor(**self.sp_model_kwargs)
-        self.sp_model.Load(self.vocab_file)
+        self.sp_model = load_sentencepiece(self.vocab_file, self.sp_model_kwargs)
         self.eos_token, self.unk_token, self.pad_token = map(_token_content, (eos_token, unk_token, pad_token))
         self.additional_special_tokens = [_token_content(t) for t in additional_special_tokens or []]
         self.model_max_length = model_max_length
@@ -287,7 +288,7 @@ class SiglipTokenizer(SentencePieceEncoding):
         for filename in (CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE):  # the special tokens map wins, as in transformers
             path = resolve_file(name, filename, options, required=False)
             if path is not None:
-                saved.update(json.loads(Path(path).read_text(encoding="utf-8")))
+                saved.update(read_tokenizer_json(path))
         extra = saved.get("extra_special_tokens") or saved.get("additional_special_tokens") or []
         saved["additional_special_tokens"] = list(extra.values() if isinstance(extra, dict) else extra)
         accepted = cls._init_keys()
@@ -305,6 +306,29 @@ class SiglipTokenizer(SentencePieceEncoding):
             f"{type(self).__name__}(vocab_file={self.vocab_file!r}, vocab_size={self.vocab_size}, "
             f"model_max_length={self.model_max_length}, special_tokens={self.all_special_tokens})"
         )
+
+
+MAX_SPIECE_BYTES = 256 * 1024 * 1024
+
+
+def load_sentencepiece(vocab_file: str, options: dict[str, Any]) -> spm.SentencePieceProcessor:
+    """A SentencePiece model from the regular file `vocab_file` (at most 256 MiB); a file SentencePiece cannot
+    parse (empty, garbage, truncated) is a `CheckpointError` naming it."""
+    data = read_regular(vocab_file, MAX_SPIECE_BYTES, "the SentencePiece model", CheckpointError)
+    try:
+        check_tokenizer_config({"sp_model_kwargs": options})
+        model = spm.SentencePieceProcessor(**options)
+        model.LoadFromSerializedProto(data)
+    except (RuntimeError, OSError, TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise CheckpointError(
+            f"the SentencePiece model {vocab_file} cannot be loaded ({type(error).__name__}: {error}): the file is "
+            f"empty, corrupt or not a SentencePiece model."
+        ) from None
+    if model.get_piece_size() <= 0:
+        raise CheckpointError(f"the SentencePiece model {vocab_file} holds no pieces.")
+    return model
 
 
 def _as_id_list(ids: Any) -> list[int]:
