@@ -15,6 +15,7 @@ import transformers
 from conftest import TINY_CONFIGS, max_diff, random_ids
 
 import siglip
+from siglip.kernels import attention
 from siglip.kernels.packed import PackedWeights, tensor_key
 from siglip.modeling import layers
 
@@ -157,7 +158,7 @@ def test_compile_keeps_packed_weights_between_calls(model, inputs):
 def test_blocked_cpu_attention_close_to_sdpa(masked, monkeypatch):
     """bf16 blocked attention (bf16 scores, fp32 softmax) is as close to fp32 SDPA as bf16 SDPA is, block
     boundaries included (a small block budget forces several blocks and a short last one)."""
-    monkeypatch.setattr(layers, "CPU_ATTENTION_BLOCK_SCORES", 3 * 4 * 40 * 40)
+    monkeypatch.setattr(attention, "CPU_ATTENTION_BLOCK_SCORES", 3 * 4 * 40 * 40)
     torch.manual_seed(1)
     query, key, value = (torch.randn(7, 4, 40, 32) * 0.7 for _ in range(3))
     mask = torch.ones(7, 40, dtype=torch.long)
@@ -167,12 +168,12 @@ def test_blocked_cpu_attention_close_to_sdpa(masked, monkeypatch):
     bias16 = layers.key_padding_bias(mask, torch.bfloat16) if masked else None
     expected = F.scaled_dot_product_attention(query, key, value, attn_mask=bias32)
     half = [t.bfloat16() for t in (query, key, value)]
-    blocked = layers.blocked_cpu_attention(*half, bias16, 32**-0.5)
+    blocked = attention.blocked_cpu_attention(*half, bias16, 32**-0.5)
     sdpa = F.scaled_dot_product_attention(*half, attn_mask=bias16)
     assert blocked.shape == expected.shape and blocked.dtype == torch.bfloat16
     assert max_diff(blocked.float(), expected) <= 2 * max_diff(sdpa.float(), expected) + 1e-3
     # One query per sequence (the MAP head's probe) against all keys.
-    probe = layers.blocked_cpu_attention(half[0][:, :, :1], half[1], half[2], bias16, 32**-0.5)
+    probe = attention.blocked_cpu_attention(half[0][:, :, :1], half[1], half[2], bias16, 32**-0.5)
     assert (
         max_diff(probe.float(), expected[:, :, :1]) <= 2 * max_diff(sdpa[:, :, :1].float(), expected[:, :, :1]) + 1e-3
     )
@@ -180,8 +181,8 @@ def test_blocked_cpu_attention_close_to_sdpa(masked, monkeypatch):
 
 def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatch):
     calls = []
-    original = layers.blocked_cpu_attention
-    monkeypatch.setattr(layers, "blocked_cpu_attention", lambda *args: calls.append(1) or original(*args))
+    original = attention.blocked_cpu_attention
+    monkeypatch.setattr(attention, "blocked_cpu_attention", lambda *args: calls.append(1) or original(*args))
     with torch.no_grad():
         model(**inputs)
     assert not calls  # fp32 stays on SDPA (reference numerics)
@@ -199,11 +200,11 @@ def test_blocked_attention_only_for_bf16_cpu_inference(model, inputs, monkeypatc
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_long_sequences_take_the_flash_kernel_on_amx(amx, monkeypatch):
-    monkeypatch.setattr(layers, "_CPU_HAS_AMX", amx)
-    short, long = (torch.zeros(2, 4, n, 32, dtype=torch.bfloat16) for n in (64, layers.AMX_FLASH_MIN_QUERIES))
-    assert layers._use_blocked_cpu_attention(short, 0.0)
-    assert layers._use_blocked_cpu_attention(long, 0.0) is not amx
-    assert not layers._use_blocked_cpu_attention(long.float(), 0.0)
+    monkeypatch.setattr(attention, "_CPU_HAS_AMX", amx)
+    short, long = (torch.zeros(2, 4, n, 32, dtype=torch.bfloat16) for n in (64, attention.AMX_FLASH_MIN_QUERIES))
+    assert attention._use_blocked_cpu_attention(short, 0.0)
+    assert attention._use_blocked_cpu_attention(long, 0.0) is not amx
+    assert not attention._use_blocked_cpu_attention(long.float(), 0.0)
 
 
 def test_mlp_row_blocks_equal_one_pass(model, monkeypatch):
@@ -226,10 +227,10 @@ def test_mlp_row_blocks_equal_one_pass(model, monkeypatch):
 def test_segment_attention_bf16_close_to_fp32():
     """SigLIP2's packed attention in bf16 on CPU (blocked path per sequence) stays as close to fp32 as bf16 SDPA."""
     torch.manual_seed(3)
-    segments = layers.Segments.from_lengths([5, 17, 9])
+    segments = attention.Segments.from_lengths([5, 17, 9])
     query, key, value = (torch.randn(1, 4, 31, 16) * 0.7 for _ in range(3))
-    expected = layers.segment_attention(query, key, value, segments)
-    half = layers.segment_attention(*(t.bfloat16() for t in (query, key, value)), segments)
+    expected = attention.segment_attention(query, key, value, segments)
+    half = attention.segment_attention(*(t.bfloat16() for t in (query, key, value)), segments)
     sdpa_error = max(
         max_diff(
             F.scaled_dot_product_attention(*(t[:, :, s:e].bfloat16() for t in (query, key, value))), expected[:, :, s:e]

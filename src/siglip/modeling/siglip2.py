@@ -16,7 +16,8 @@ import torch
 
 from ..config import Siglip2Config, Siglip2TextConfig, Siglip2VisionConfig
 from ..errors import InputError
-from .layers import Segments, key_padding_bias
+from ..kernels.attention import Segments
+from .layers import key_padding_bias
 from .model import SiglipForImageClassification, SiglipModel
 from .naflex import Siglip2VisionEmbeddings
 from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, SiglipOutput

@@ -10,7 +10,8 @@ from torch import nn
 from ..config import SiglipVisionConfig
 from ..errors import InputError
 from ..kernels import packed
-from .layers import Segments, SiglipEncoder, SiglipMLP, scaled_dot_product
+from ..kernels.attention import Segments, scaled_dot_product
+from .layers import SiglipEncoder, SiglipMLP
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import SiglipPreTrainedModel
 
