@@ -58,6 +58,32 @@ def resolve_file(
 ) -> Path | None:
     """Return the local path of `filename` inside a folder or Hub repo.
 
+    For an open_clip folder or a big_vision `.npz` the Hub metadata files (config.json, the processor and
+    tokenizer files) come from its Hub view (siglip/formats), so every loader reads such sources unchanged.
+    """
+    from .formats import VIEW_FILES, hub_view
+
+    if filename in VIEW_FILES and (view := hub_view(name_or_path, options)) is not None:
+        folder, foreign = view
+        if (folder / filename).is_file():
+            return folder / filename
+        if required:
+            raise CheckpointNotFoundError(
+                f"{name_or_path} ({foreign.format} format) has no {filename}: {foreign.missing_tokenizer}."
+            )
+        return None
+    return resolve_stored_file(name_or_path, filename, options, required=required)
+
+
+def resolve_stored_file(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    options: HubOptions | None = None,
+    *,
+    required: bool = True,
+) -> Path | None:
+    """Return the local path of `filename` as stored inside a folder or Hub repo.
+
     With `required=False` a missing file gives `None` (used for optional files such as a sharded index or
     a tokenizer file that only some checkpoints carry). A missing required file, an unknown repo or an
     offline miss raise `CheckpointNotFoundError` naming the id and how to pass a local folder instead.

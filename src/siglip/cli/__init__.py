@@ -31,6 +31,7 @@ COMMANDS = (
     "dedup",
     "compact",
     "eval",
+    "convert",
 )
 
 

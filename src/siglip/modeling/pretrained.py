@@ -19,6 +19,7 @@ from torch import nn
 from ..config import CONFIG_NAME, PretrainedConfig, read_config_dict
 from ..config_validation import config_file
 from ..errors import CheckpointError, ConfigError, InputError
+from ..formats import open_foreign
 from ..hub import HubOptions, resolve_file
 from ..kernels import packed
 from ..weights import (
@@ -220,6 +221,13 @@ class SiglipPreTrainedModel(nn.Module):
             raise InputError(f"quantization must be None or 'int8', got {quantization!r}")
         options = HubOptions.from_kwargs(kwargs)
         source = str(pretrained_model_name_or_path)
+        # An open_clip folder or big_vision .npz (siglip/formats): its config and weights in the Hub's terms.
+        foreign = open_foreign(
+            pretrained_model_name_or_path, options, allow_pickle=allow_pickle, variant=kwargs.pop("variant", None)
+        )
+        if config is None and foreign is not None:
+            config = cls.config_class.from_dict(cls.config_class.select_from(foreign.config, source), **kwargs)
+            kwargs = {}
         if config is None:
             config_path = resolve_file(pretrained_model_name_or_path, CONFIG_NAME, options)
             with config_file(config_path):
@@ -235,8 +243,14 @@ class SiglipPreTrainedModel(nn.Module):
         target_device = torch.device("cpu") if int8 and requested_device == "auto" else resolve_device(requested_device)
         if int8:  # int8 runs on CPU only: "auto" means the CPU, another device is refused
             _refuse_int8_off_cpu(target_device)
-        files = find_weight_files(pretrained_model_name_or_path, options, allow_pickle)
-        checkpoint_keys = read_checkpoint_keys(files)
+        if foreign is not None:
+            converted = foreign.weights()
+            checkpoint_keys = {name: (tuple(t.shape), str(t.dtype)) for name, t in converted.items()}
+            tensors = lambda: iter(converted.items())  # noqa: E731
+        else:
+            files = find_weight_files(pretrained_model_name_or_path, options, allow_pickle)
+            checkpoint_keys = read_checkpoint_keys(files)
+            tensors = lambda: iter_checkpoint_tensors(files, target_device)  # noqa: E731
         target_dtype = resolve_dtype(torch_dtype if torch_dtype is not None else dtype, config)
         if target_dtype is None:
             target_dtype = _stored_float_dtype(checkpoint_keys)
@@ -268,7 +282,7 @@ class SiglipPreTrainedModel(nn.Module):
                 raise CheckpointError(_describe_mismatch(source, cls.__name__, missing, alignment))
 
             state = {}
-            for name, tensor in iter_checkpoint_tensors(files, target_device):
+            for name, tensor in tensors():
                 if name in alignment.mapping:
                     if tensor.is_floating_point() and alignment.mapping[name] not in keep_dtype:
                         tensor = tensor.to(target_dtype)

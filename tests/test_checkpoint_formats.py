@@ -1,0 +1,274 @@
+"""open_clip and big_vision checkpoint formats without the peers: round trips, direct loading, errors.
+
+The oracle tests against open_clip itself live in tests/interop/ (`make interop-test`). Here: Hub -> open_clip
+-> Hub and Hub -> .npz -> Hub give identical tensors; the converted folders load directly (from_pretrained,
+Auto classes, CLI) with the same outputs; transformers loads what `siglip convert` writes; what does not map
+fails with a typed error naming the key or field.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import max_diff
+from safetensors.torch import load_file, save_file
+
+from siglip import AutoModel, AutoProcessor, AutoTokenizer
+from siglip.cli import main as cli_main
+from siglip.config import Siglip2Config, SiglipConfig
+from siglip.errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from siglip.formats import detect
+from siglip.formats.convert import convert
+from siglip.image.processing import SiglipImageProcessor
+from siglip.modeling.model import SiglipModel
+from siglip.modeling.siglip2 import Siglip2Model
+from siglip.text.tokenizer import SiglipTokenizer
+
+TEXT = dict(
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    max_position_embeddings=16,
+    projection_size=40,
+)
+VISION = dict(
+    hidden_size=40, intermediate_size=56, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+)
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory) -> Path:
+    """A tiny random SigLIP in the Hub layout, with its SentencePiece tokenizer and image processor."""
+    from spm_model import train_sentencepiece_model
+
+    folder = tmp_path_factory.mktemp("hub")
+    tokenizer = SiglipTokenizer(
+        vocab_file=train_sentencepiece_model(tmp_path_factory.mktemp("spm")), model_max_length=16
+    )
+    config = SiglipConfig(text_config={**TEXT, "vocab_size": tokenizer.vocab_size}, vision_config=VISION)
+    torch.manual_seed(0)
+    model = SiglipModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(2.0)
+        model.logit_bias.fill_(-1.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+def _outputs(model, pixel_values, input_ids):
+    with torch.no_grad():
+        out = model(pixel_values=pixel_values, input_ids=input_ids)
+    return out.image_embeds, out.text_embeds, out.logits_per_text
+
+
+def _assert_same_tensors(a: Path, b: Path) -> None:
+    left, right = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert sorted(left) == sorted(right)
+    for name in left:
+        assert torch.equal(left[name], right[name]), name
+
+
+def test_open_clip_round_trip_is_identical(hub_folder, tmp_path):
+    open_clip_dir, back = tmp_path / "oc", tmp_path / "back"
+    convert(hub_folder, open_clip_dir, to="open_clip")
+    assert detect(open_clip_dir) == "open_clip"
+    keys = load_file(str(open_clip_dir / "open_clip_model.safetensors"))
+    assert "visual.trunk.blocks.1.attn.qkv.weight" in keys and "text.text_projection.bias" in keys
+    assert keys["logit_scale"].shape == () and keys["visual.trunk.pos_embed"].shape == (1, 16, 40)
+    convert(open_clip_dir, back)
+    _assert_same_tensors(hub_folder, back)
+    ours, theirs = json.loads((hub_folder / "config.json").read_text()), json.loads((back / "config.json").read_text())
+    for tower in ("text_config", "vision_config"):
+        for key, value in ours[tower].items():
+            if key not in ("pad_token_id", "bos_token_id", "eos_token_id", "dtype"):
+                assert theirs[tower][key] == value, (tower, key)
+
+
+def test_open_clip_folder_loads_directly(hub_folder, tmp_path, pixel_batch):
+    open_clip_dir = tmp_path / "oc"
+    convert(hub_folder, open_clip_dir, to="open_clip")
+    reference = SiglipModel.from_pretrained(hub_folder)
+    loaded = AutoModel.from_pretrained(open_clip_dir)
+    assert type(AutoProcessor.from_pretrained(open_clip_dir)).__name__ == "SiglipProcessor"
+    texts = ["a photo of a cat", "two dogs on the beach", "a cup of coffee"]
+    input_ids = AutoTokenizer.from_pretrained(open_clip_dir)(texts, padding="max_length", return_tensors="pt")[
+        "input_ids"
+    ]
+    expected_ids = AutoTokenizer.from_pretrained(hub_folder)(texts, padding="max_length", return_tensors="pt")[
+        "input_ids"
+    ]
+    assert torch.equal(input_ids, expected_ids)
+    pixels = pixel_batch(32)
+    for a, b in zip(_outputs(reference, pixels, input_ids), _outputs(loaded, pixels, input_ids)):
+        assert max_diff(a, b) == 0.0
+
+
+def test_big_vision_round_trip_and_direct_load(hub_folder, tmp_path, pixel_batch):
+    npz_dir = tmp_path / "bv"
+    written = convert(hub_folder, npz_dir, to="big_vision")
+    npz = npz_dir / "siglip.npz"
+    assert npz in written
+    with np.load(npz) as arrays:
+        assert arrays["params/img/embedding/kernel"].shape == (8, 8, 3, 40)  # HWIO
+        assert arrays["params/img/Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"].shape == (
+            40,
+            4,
+            10,
+        )
+        assert arrays["params/txt/head/kernel"].shape == (32, 40)
+    back = tmp_path / "back"
+    convert(npz, back)
+    _assert_same_tensors(hub_folder, back)
+    reference, loaded = SiglipModel.from_pretrained(hub_folder), SiglipModel.from_pretrained(npz)
+    ids = torch.randint(0, 1000, (2, 16), generator=torch.Generator().manual_seed(0))
+    for a, b in zip(_outputs(reference, pixel_batch(32), ids), _outputs(loaded, pixel_batch(32), ids)):
+        assert max_diff(a, b) == 0.0
+
+
+def test_big_vision_stacked_layers_read_like_separate_ones(hub_folder, tmp_path):
+    convert(hub_folder, tmp_path / "bv", to="big_vision")
+    with np.load(tmp_path / "bv" / "siglip.npz") as arrays:
+        flat = dict(arrays)
+    stacked: dict[str, np.ndarray] = {}
+    for key in list(flat):
+        if "encoderblock_" in key:
+            head, rest = key.split("encoderblock_", 1)
+            index, tail = rest.split("/", 1)
+            stacked.setdefault(f"{head}encoderblock/{tail}", {})[int(index)] = flat.pop(key)
+    flat.update({key: np.stack([layers[i] for i in sorted(layers)]) for key, layers in stacked.items()})
+    scanned = tmp_path / "scanned" / "webli_en_b16_224_0.npz"
+    scanned.parent.mkdir()
+    np.savez(scanned, **flat)
+    with pytest.raises(CheckpointError, match="variant says b16"):  # the release name's size is checked
+        SiglipModel.from_pretrained(scanned)
+    model = SiglipModel.from_pretrained(scanned, variant="siglip")
+    reference = SiglipModel.from_pretrained(hub_folder)
+    for (name, a), b in zip(reference.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_siglip2_naflex_big_vision_round_trip(tmp_path):
+    from test_tokenizer_gemma import build_gemma_checkpoint
+
+    folder = tmp_path / "hub2"
+    build_gemma_checkpoint(folder)
+    vision = {k: v for k, v in VISION.items() if k != "image_size"} | {"num_patches": 16}
+    config = Siglip2Config(text_config={**TEXT, "vocab_size": 300}, vision_config=vision)
+    torch.manual_seed(1)
+    Siglip2Model(config).save_pretrained(folder)
+    processor = {"image_processor_type": "Siglip2ImageProcessor", "patch_size": 8, "max_num_patches": 16}
+    (folder / "preprocessor_config.json").write_text(json.dumps(processor))
+    convert(folder, tmp_path / "bv", to="big_vision")
+    npz = tmp_path / "bv" / "siglip2-naflex.npz"
+    with np.load(npz) as arrays:
+        assert arrays["params/img/pos_embedding"].shape == (4, 4, 40)
+        assert arrays["params/img/embedding/kernel"].shape == (192, 40)
+    convert(npz, tmp_path / "back")
+    _assert_same_tensors(folder, tmp_path / "back")
+    assert AutoModel.from_pretrained(npz).config.model_type == "siglip2"
+    assert type(AutoTokenizer.from_pretrained(npz)).__name__ == "Siglip2Tokenizer"
+
+
+def test_transformers_loads_converted_folder(hub_folder, tmp_path, pixel_batch):
+    transformers = pytest.importorskip("transformers")
+    convert(hub_folder, tmp_path / "oc", to="open_clip")
+    convert(tmp_path / "oc", tmp_path / "hub")
+    theirs = transformers.AutoModel.from_pretrained(tmp_path / "hub").eval()
+    ours = AutoModel.from_pretrained(tmp_path / "oc")
+    ids = transformers.AutoTokenizer.from_pretrained(tmp_path / "hub")(
+        ["a photo of a cat", "a dog"], padding="max_length", return_tensors="pt"
+    )["input_ids"]
+    for a, b in zip(_outputs(ours, pixel_batch(32), ids), _outputs(theirs, pixel_batch(32), ids)):
+        assert max_diff(a, b) <= 1e-5
+
+
+def test_cli_convert_both_ways(hub_folder, tmp_path, capsys):
+    assert cli_main(["convert", str(hub_folder), "--to", "open_clip", "--out", str(tmp_path / "oc")]) == 0
+    assert cli_main(["convert", str(tmp_path / "oc"), "--out", str(tmp_path / "hub")]) == 0
+    assert "model.safetensors" in capsys.readouterr().out
+    _assert_same_tensors(hub_folder, tmp_path / "hub")
+
+
+# ---- errors -----------------------------------------------------------------------------------------------
+def _open_clip_copy(hub_folder: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "oc"
+    convert(hub_folder, folder, to="open_clip")
+    return folder
+
+
+def _edit_config(folder: Path, edit) -> None:
+    path = folder / "open_clip_config.json"
+    settings = json.loads(path.read_text())
+    edit(settings)
+    path.write_text(json.dumps(settings))
+
+
+def test_unknown_timm_model_names_the_field(hub_folder, tmp_path):
+    folder = _open_clip_copy(hub_folder, tmp_path)
+    _edit_config(folder, lambda s: s["model_cfg"]["vision_cfg"].update(timm_model_name="vit_base_patch16_224"))
+    with pytest.raises(ConfigError, match="model_cfg.vision_cfg.timm_model_name"):
+        SiglipModel.from_pretrained(folder)
+
+
+def test_causal_text_tower_names_the_field(hub_folder, tmp_path):
+    folder = _open_clip_copy(hub_folder, tmp_path)
+    _edit_config(folder, lambda s: s["model_cfg"]["text_cfg"].update(no_causal_mask=False))
+    with pytest.raises(ConfigError, match="text_cfg.no_causal_mask"):
+        AutoModel.from_pretrained(folder)
+
+
+def test_extra_and_missing_tensors_are_named(hub_folder, tmp_path):
+    folder = _open_clip_copy(hub_folder, tmp_path)
+    weights = folder / "open_clip_model.safetensors"
+    state = load_file(str(weights))
+    save_file({**state, "visual.trunk.cls_token": torch.zeros(1, 1, 40)}, str(weights))
+    with pytest.raises(CheckpointError, match="visual.trunk.cls_token"):
+        SiglipModel.from_pretrained(folder)
+    del state["text.ln_final.bias"]
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match="text.ln_final.bias"):
+        SiglipModel.from_pretrained(folder)
+
+
+def test_pickle_needs_opt_in(hub_folder, tmp_path, pixel_batch):
+    folder = _open_clip_copy(hub_folder, tmp_path)
+    weights = folder / "open_clip_model.safetensors"
+    torch.save(load_file(str(weights)), folder / "open_clip_pytorch_model.bin")
+    weights.unlink()
+    with pytest.raises(UnsafeCheckpointError, match="allow_pickle"):
+        SiglipModel.from_pretrained(folder)
+    model = SiglipModel.from_pretrained(folder, allow_pickle=True)
+    reference = SiglipModel.from_pretrained(hub_folder)
+    ids = torch.zeros(1, 16, dtype=torch.long)
+    assert max_diff(_outputs(model, pixel_batch(32), ids)[2], _outputs(reference, pixel_batch(32), ids)[2]) == 0
+
+
+def test_big_vision_variant_and_tokenizer_errors(hub_folder, tmp_path):
+    convert(hub_folder, tmp_path / "bv", to="big_vision")
+    npz = tmp_path / "plain" / "model_final.npz"
+    npz.parent.mkdir()
+    shutil.copyfile(tmp_path / "bv" / "siglip.npz", npz)
+    with pytest.raises(ConfigError, match="variant"):
+        SiglipModel.from_pretrained(npz)
+    assert SiglipModel.from_pretrained(npz, variant="siglip").config.vision_config.image_size == 32
+    with pytest.raises(ConfigError, match="no tokenizer"):
+        convert(npz, tmp_path / "out", variant="siglip")
+    convert(npz, tmp_path / "out", variant="siglip", tokenizer=str(hub_folder))
+    assert (tmp_path / "out" / "spiece.model").is_file()
+    with pytest.raises(FileNotFoundError, match="carry no tokenizer"):
+        AutoTokenizer.from_pretrained(_lonely_release(tmp_path, npz))
+
+
+def _lonely_release(tmp_path: Path, npz: Path) -> Path:
+    target = tmp_path / "release" / "siglip.npz"
+    target.parent.mkdir()
+    shutil.copyfile(npz, target)
+    return target
