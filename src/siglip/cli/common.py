@@ -36,6 +36,37 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="batched torch image resize (the Fast image processor): faster, within one uint8 level of the exact path",
     )
+    add_format_argument(group)
+
+
+class AllowFormat(argparse.Action):
+    """`--allow-format NAME[,NAME]`: extends the image formats this process decodes (`siglip.image.formats`),
+    as soon as it is parsed, for every image the command reads (worker processes inherit it through
+    SIGLIP_ALLOW_FORMATS). An unknown name is a usage error."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        from ..image.formats import allow_formats
+
+        names = [name.strip() for name in str(values).split(",") if name.strip()]
+        try:
+            allow_formats(*names)
+        except InputError as error:
+            parser.error(str(error))
+        inherited = [name for name in os.environ.get("SIGLIP_ALLOW_FORMATS", "").split(",") if name]
+        os.environ["SIGLIP_ALLOW_FORMATS"] = ",".join(dict.fromkeys([*inherited, *names]))
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), *names])
+
+
+def add_format_argument(parser: Any) -> None:
+    """--allow-format, for every command that reads images."""
+    parser.add_argument(
+        "--allow-format",
+        action=AllowFormat,
+        default=[],
+        metavar="NAME",
+        help="also decode this image format (e.g. ICO, PSD, JPEG2000; 'all' for every format Pillow reads); "
+        "by default only JPEG, PNG, WebP, GIF, TIFF and BMP (+ HEIF/AVIF with a plugin). Repeatable.",
+    )
 
 
 def load_model_and_processor(args: argparse.Namespace) -> tuple[Any, Any]:

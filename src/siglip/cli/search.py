@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import InputError
-from .common import DEFAULT_DEVICE, DTYPES, load_options
+from .common import DEFAULT_DEVICE, DTYPES, add_format_argument, load_options
 
 
 def register(subcommands: Any) -> None:
@@ -24,6 +24,7 @@ def register(subcommands: Any) -> None:
     parser.add_argument("folder", metavar="DIR", help="the --out folder of a bulk `siglip embed` job")
     parser.add_argument("queries", nargs="*", metavar="TEXT", help="text queries")
     parser.add_argument("--image", nargs="+", default=None, metavar="IMAGE", help="query images (image -> image)")
+    add_format_argument(parser)
     parser.add_argument("--top-k", "-k", type=int, default=10, help="results per query (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per query (JSON lines)")
     parser.add_argument("--under", default=None, metavar="FOLDER", help="only items under this source subfolder")

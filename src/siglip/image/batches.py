@@ -58,14 +58,19 @@ def iter_image_batches(
         for index in range(start, min(start + batch_size, len(sources))):
             try:
                 images.append(load(sources[index]))
-            except ImageError as error:
+            except Exception as error:  # noqa: BLE001 - with skip_errors, whatever one image raises is skipped
                 if not skip_errors:
                     raise
-                batch.failures.append((index, error))
+                batch.failures.append((index, _as_image_error(error, sources[index])))
                 continue
             batch.indices.append(index)
         if images:
-            batch.inputs = preprocess(images)
+            try:
+                batch.inputs = preprocess(images)
+            except Exception:
+                if not skip_errors:
+                    raise
+                _preprocess_alone(batch, images, preprocess, sources)
         return batch
 
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
@@ -81,6 +86,28 @@ def iter_image_batches(
             if next_start is not None:
                 pending.append(pool.submit(prepare, next_start))
             yield batch
+
+
+def _as_image_error(error: Exception, source: Any) -> ImageError:
+    if isinstance(error, ImageError):
+        return error
+    return ImageError(f"cannot read image {source}: {type(error).__name__}: {error}")
+
+
+def _preprocess_alone(batch: ImageBatch, images: list[Any], preprocess: Callable[[list[Any]], Any], sources) -> None:
+    """A batch whose preprocessing failed: each image alone, so that only the culprits are skipped."""
+    kept_indices, kept_images = [], []
+    for index, image in zip(batch.indices, images):
+        try:
+            preprocess([image])
+        except Exception as error:  # noqa: BLE001 - recorded as this image's failure
+            batch.failures.append((index, _as_image_error(error, sources[index])))
+            continue
+        kept_indices.append(index)
+        kept_images.append(image)
+    batch.failures.sort(key=lambda failure: failure[0])
+    batch.indices = kept_indices
+    batch.inputs = preprocess(kept_images) if kept_images else None
 
 
 def expand_image_paths(inputs: Sequence[str | os.PathLike]) -> list[str]:
