@@ -30,7 +30,7 @@ WINDOW = (1280, 860)
 WAIT_S = 60  # an upper bound for each step on a loaded 2-core machine, not a timing assertion
 
 LABELS = ["red square", "blue circle", "green star", "red circle", "orange square", "yellow heart"]
-TEMPLATE = "a {}"  # the demo model's prompts
+TEMPLATE = "a {}"  # the demo model's prompts: its config.json's hypothesis_template, the page's default
 
 
 def _require_browser() -> None:
@@ -162,7 +162,10 @@ def test_search_upload_and_zero_shot_in_chromium(server, browser, tmp_path):
     labels = browser.find_element(By.ID, "labels")
     labels.clear()
     labels.send_keys("\n".join(LABELS))
-    browser.find_element(By.ID, "template").send_keys(TEMPLATE)
+    # no template typed: the page says the server's default is the model's own ("a {}"), as the pipeline's
+    template = browser.find_element(By.ID, "template")
+    assert template.get_attribute("value") == "" and template.get_attribute("placeholder") == TEMPLATE
+    assert TEMPLATE in browser.find_element(By.ID, "template-default").text
     browser.find_element(By.ID, "classify-button").click()
     bars = _wait(
         browser,
@@ -172,9 +175,10 @@ def test_search_upload_and_zero_shot_in_chromium(server, browser, tmp_path):
         "the zero-shot bar chart",
     )
     expected = pipeline("zero-shot-image-classification", model=str(DEMO_MODEL))(
-        str(EXAMPLES / "red_square.png"), candidate_labels=LABELS, hypothesis_template=TEMPLATE
+        str(EXAMPLES / "red_square.png"), candidate_labels=LABELS
     )
     assert [label for label, _ in bars] == [row["label"] for row in expected]
+    assert browser.find_element(By.ID, "template-used").text == f"prompts: {TEMPLATE}"
     assert expected[0]["label"] == "red square"
     top_width = browser.execute_script("return document.querySelector('#bars .bar.top .bar-fill').style.width")
     assert float(top_width.rstrip("%")) == pytest.approx(100 * expected[0]["score"], abs=1e-3)

@@ -4,8 +4,9 @@
 socket operation (a server that drips one byte a second keeps a download alive for ever), and its redirect
 handler follows redirects to other schemes (``http://`` -> ``ftp://``) with no hook to refuse them. Here:
 
-- `timeout` is a deadline for the whole exchange (DNS, connect, TLS, headers, body, every redirect): a watchdog
-  shuts the socket down when it passes, whatever the server does;
+- `timeout` (a finite number of seconds > 0) is a deadline for the whole exchange (DNS, connect, TLS, headers,
+  body, every redirect): the name is resolved on a worker thread that is waited for only until the deadline (a
+  slow resolver cannot stretch it), and a watchdog shuts the socket down when it passes, whatever the server does;
 - every hop (the first URL and each redirect target) must be http(s), pass `allow_redirect_to` (redirect
   targets only) and `check_address` (each address the host name resolves to, before connecting), so that a
   caller such as an HTTP service can refuse private addresses and re-check every redirect;
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import math
 import socket
 import ssl
 import threading
@@ -76,8 +78,10 @@ def fetch_url(
         FetchError: bad URL or scheme, refused redirect or address, HTTP error status, too many redirects,
             a body over `max_bytes`, a network failure, or the deadline passing.
     """
-    if timeout <= 0:
-        raise FetchError(f"timeout must be > 0 seconds, got {timeout}.")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not (0 < timeout < math.inf):
+        raise FetchError(f"timeout must be a finite number of seconds > 0, got {timeout!r}.")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+        raise FetchError(f"max_bytes must be an integer >= 0, got {max_bytes!r}.")
     deadline = time.monotonic() + timeout
     current = url
     for _ in range(max_redirects + 1):
@@ -121,12 +125,33 @@ def _split(current: str, original: str) -> _Parts:
     return _Parts(scheme, split.hostname, port or (443 if scheme == "https" else 80), target, current)
 
 
-def _resolve(parts: _Parts, check_address: AddressCheck | None, original: str) -> list[IPAddress]:
-    """Every address the host resolves to, each passed through `check_address` (all must pass)."""
-    try:
-        infos = socket.getaddrinfo(parts.host, parts.port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
-        raise FetchError(f"cannot resolve the host of {original} ({parts.host}): {error}") from None
+def _lookup(host: str, port: int, deadline: float, original: str) -> list[tuple]:
+    """`socket.getaddrinfo` on a daemon thread, waited for until `deadline` only: the system resolver has no
+    timeout of its own (a slow DNS server would otherwise stretch the deadline); a late answer is dropped."""
+    outcome: list = []
+
+    def lookup() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except BaseException as error:  # handed to the caller below
+            outcome.append(error)
+
+    worker = threading.Thread(target=lookup, name="siglip-dns", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if not outcome:
+        raise _timed_out(original)
+    if isinstance(outcome[0], OSError | ValueError):  # gaierror, a bad IDNA label, a NUL in the name
+        raise FetchError(f"cannot resolve the host of {original} ({host}): {outcome[0]}") from None
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _resolve(parts: _Parts, deadline: float, check_address: AddressCheck | None, original: str) -> list[IPAddress]:
+    """Every address the host resolves to (within the deadline), each passed through `check_address` (all
+    must pass)."""
+    infos = _lookup(parts.host, parts.port, deadline, original)
     addresses: list[IPAddress] = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%", 1)[0])
@@ -162,7 +187,7 @@ def _exchange(
     original: str,
 ) -> tuple[int, dict[str, str], bytes]:
     """One request/response on a fresh connection, cut off at `deadline`; the body is read only for a 2xx."""
-    addresses = _resolve(parts, check_address, original)
+    addresses = _resolve(parts, deadline, check_address, original)
     sock = _connect(parts, addresses, deadline, original)
     expired = threading.Event()
 

@@ -23,8 +23,8 @@ import torch
 from .encode import encode_texts, iter_encoded_images
 from .errors import ConfigError, ImageError, InputError
 from .image.batches import ImageBatch
+from .prompt_template import DEFAULT_TEMPLATE, check_template
 
-DEFAULT_TEMPLATE = "This is a photo of {}."
 TASKS = ("zero-shot-image-classification",)
 
 
@@ -129,10 +129,7 @@ class ZeroShotImageClassificationPipeline:
     # ---- building blocks ----------------------------------------------------------------------------
     def template(self, hypothesis_template: str | None = None) -> str:
         """The prompt template to use: the one given, else the model's (`self.default_template`); checked."""
-        template = self.default_template if hypothesis_template is None else hypothesis_template
-        if not isinstance(template, str) or "{}" not in template:
-            raise InputError(f"hypothesis_template must contain '{{}}' where the label goes, got {template!r}.")
-        return template
+        return check_template(self.default_template if hypothesis_template is None else hypothesis_template)
 
     def label_embeddings(self, labels: Sequence[str], template: str | None = None) -> torch.Tensor:
         """Normalised text embeddings (K, D) of `template.format(label)` (default: `self.default_template`),
@@ -178,9 +175,7 @@ def model_template(model: Any) -> str:
     template = getattr(getattr(model, "config", None), "hypothesis_template", None)
     if template is None:
         return DEFAULT_TEMPLATE
-    if not isinstance(template, str) or "{}" not in template:
-        raise ConfigError(f"the model's config.json has hypothesis_template={template!r}, which has no '{{}}'.")
-    return template
+    return check_template(template, "the model's config.json hypothesis_template", ConfigError)
 
 
 def _check_labels(candidate_labels: Any) -> list[str]:

@@ -7,9 +7,8 @@ import json
 from typing import Any
 
 from ..errors import ImageError, InputError
+from ..prompt_template import DEFAULT_TEMPLATE, check_template
 from .common import add_model_arguments, check_positive, load_model_and_processor, progress_bar, shown, warn
-
-DEFAULT_TEMPLATE = "This is a photo of {}."  # the pipeline's (zero_shot.DEFAULT_TEMPLATE); not imported: torch
 
 
 def register(subcommands: Any) -> None:
@@ -61,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
 
     labels = parse_labels(args.labels)
     check_positive(args.top_k, "--top-k")
-    if args.template is not None and "{}" not in args.template:
-        raise InputError(f"--template must contain '{{}}' where the label goes, got {args.template!r}")
+    if args.template is not None:
+        check_template(args.template, "--template (hypothesis_template)")
     paths = expand_image_paths(args.images)
     if not paths:
         raise InputError(f"no image files found in {[shown(name) for name in args.images]}")

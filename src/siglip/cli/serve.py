@@ -1,19 +1,23 @@
 """`siglip serve [COLLECTION_DIR ...] --model NAME`: the HTTP service (`siglip.serve.create_app` under uvicorn).
 
 Binds 127.0.0.1 unless `--host` says otherwise (and says so at start-up). SIGTERM (or Ctrl-C) stops accepting
-connections, lets the requests in flight finish, and exits 0.
+connections, lets the requests in flight finish, and exits 0. Every option is checked before the model loads
+(numbers in range, the template, the API key, the address free to bind): a mistake is one `siglip: error:`
+line and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from typing import Any
 
 from ..errors import InputError
+from ..prompt_template import check_template
 from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DTYPES
+
+HEADER_TIMEOUT_S, KEEP_ALIVE_TIMEOUT_S = 10.0, 5.0  # serve.server's defaults (not imported: uvicorn)
 
 
 def register(subcommands: Any) -> None:
@@ -33,7 +37,19 @@ def register(subcommands: Any) -> None:
     model.add_argument("--template", default=None, help="default zero-shot hypothesis template, e.g. 'a photo of {}'")
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
-    net.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    net.add_argument("--port", type=int, default=8000, help="port, 0-65535 (default: %(default)s)")
+    net.add_argument(
+        "--header-timeout",
+        type=float,
+        default=HEADER_TIMEOUT_S,
+        help="close a connection whose request head has not arrived after this many seconds (default: %(default)s)",
+    )
+    net.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=KEEP_ALIVE_TIMEOUT_S,
+        help="close an idle kept-alive connection after this many seconds (default: %(default)s)",
+    )
     net.add_argument(
         "--http", default="auto", choices=["auto", "httptools", "h11"], help="uvicorn's HTTP parser (auto: httptools)"
     )
@@ -68,14 +84,25 @@ def register(subcommands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 (the extra's HTTP server: its absence is named here)
 
         from ..serve import Limits, create_app
     except ImportError as error:
         raise InputError(f"siglip serve needs its extra: pip install 'siglip[serve]' ({error})") from None
-    for name in ("max_batch_size", "max_queue", "max_body_bytes", "max_items", "max_text_chars", "max_image_pixels"):
-        if getattr(args, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    from ..serve.security import check_api_key
+    from ..serve.server import bind_socket, check_options, run_server
+
+    numbers = ("max_batch_size", "max_wait_ms", "max_queue", "max_body_bytes", "max_items", "max_text_chars")
+    numbers += ("max_image_pixels", "port", "header_timeout_s", "keep_alive_timeout_s")
+    values = {name: getattr(args, name.removesuffix("_s")) for name in numbers}
+    values.update(request_timeout_s=args.request_timeout, stall_timeout_s=args.stall_timeout)
+    check_options(values, cli=True)
+    if args.num_replicas is not None and args.num_replicas < 1:
+        raise InputError(f"--num-replicas must be >= 1, got {args.num_replicas}")
+    if args.template is not None:
+        check_template(args.template, "--template (hypothesis_template)")
+    if args.api_key is not None:
+        check_api_key(args.api_key, "--api-key (or SIGLIP_API_KEY)")
     limits = Limits(
         max_body_bytes=args.max_body_bytes,
         max_items=args.max_items,
@@ -107,35 +134,18 @@ def run(args: argparse.Namespace) -> int:
         from ..serve.ray_deployment import run_cli
 
         return run_cli(args, options)
-    app = create_app(args.model, args.collections, **options)
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        http=args.http,
-        loop=args.loop,
-        log_level=args.log_level,
-        timeout_graceful_shutdown=60,
-    )
-    _GracefulServer(config).run()
+    sock = bind_socket(args.host, args.port)  # before the model loads: a busy port fails at once
+    try:
+        app = create_app(args.model, args.collections, **options)
+        run_server(
+            app,
+            sock,
+            http=args.http,
+            loop=args.loop,
+            log_level=args.log_level,
+            header_timeout_s=args.header_timeout,
+            keep_alive_timeout_s=args.keep_alive_timeout,
+        )
+    finally:
+        sock.close()
     return 0
-
-
-class _GracefulServer:
-    """uvicorn's server, except that a SIGTERM/SIGINT stop is a normal end (exit 0): uvicorn re-raises the
-    signal after its graceful shutdown, which would end the process with the signal's status instead."""
-
-    def __init__(self, config: Any) -> None:
-        import uvicorn
-
-        class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame: Any) -> None:
-                super().handle_exit(sig, frame)
-                captured = getattr(self, "_captured_signals", None)
-                if isinstance(captured, list) and sig in (signal.SIGTERM, signal.SIGINT) and sig in captured:
-                    captured.remove(sig)
-
-        self.server = Server(config)
-
-    def run(self) -> None:
-        self.server.run()

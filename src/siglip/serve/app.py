@@ -3,12 +3,13 @@
 Routes (JSON in and out; every error is ``{"error": {"type": str, "message": str, "param": str?}}``):
 
 - ``GET /healthz`` -> ``{"status": "ok"}`` while the process is up (never needs the API key).
-- ``GET /readyz`` -> 200 ``{"status": "ready", "model": str, "collections": [...]}``, or 503
+- ``GET /readyz`` -> 200 ``{"status": "ready", "model": str, "collections": [...], "hypothesis_template": str}``, or 503
   ``{"status": "unavailable", "reason": str}`` when the model worker is wedged (work pending, no progress for
   ``stall_timeout_s``) or the server is starting/stopping. Never needs the API key.
 - ``GET /metrics`` -> Prometheus text: requests/errors by route and type, latency and batch-size histograms,
   queue depth, label-cache hits.
-- ``GET /v1/models`` -> ``{"object": "list", "data": [{"id": str, "object": "model", "owned_by": "siglip"}]}``.
+- ``GET /v1/models`` -> ``{"object": "list", "data": [{"id": str, "object": "model", "owned_by": "siglip",
+  "hypothesis_template": str}]}`` (the zero-shot template used when a request gives none).
 - ``GET /v1/collections`` -> ``{"collections": [{"name", "kind", "count", "dim", "model"}]}``.
 - ``POST /v1/embeddings`` (OpenAI-compatible) ``{"input": str | [str | {"text": str} | {"image": str}],
   "model"?: str, "encoding_format"?: "float" | "base64", "normalize"?: bool = true}`` ->
@@ -17,16 +18,19 @@ Routes (JSON in and out; every error is ``{"error": {"type": str, "message": str
   ``allow_urls``) an http(s) URL. Text is always tokenised padded to the model's 64 positions; ``usage`` counts
   those positions. base64 is little-endian float32, as OpenAI sends it.
 - ``POST /v1/classify`` ``{"image": str} | {"images": [str]}, "candidate_labels": [str] | "a,b",
-  "hypothesis_template"?: str, "top_k"?: int`` -> ``{"model": str, "results": [[{"label": str, "score": float}]]}``
-  (one sorted list per image; the scores of `siglip.pipeline`).
+  "hypothesis_template"?: str, "top_k"?: int`` -> ``{"model": str, "hypothesis_template": str, "results": [[{"label":
+  str, "score": float}]]}`` (one sorted list per image; the scores of `siglip.pipeline`, whose default template,
+  the model's own, is also the server's unless `--template` says otherwise).
 - ``POST /v1/search`` ``{"query": str} | {"image": str}, "k"?: 10, "ann"?: false, "collection"?: str`` and
   ``GET /v1/search?q=...&k=10&ann=false&collection=...`` -> ``{"model": str, "results": [{"id": int,
   "collection": str, "path": str, "row": int, "score": float, "thumbnail": "/v1/items/{id}/thumbnail" | null}]}``.
 - ``GET /v1/items/{id}/thumbnail?size=256`` -> image/jpeg (64, 128, 256 or 512 px box) of an image item.
+- ``GET /openapi.json``: this API as OpenAPI 3.1, generated from the pydantic models (`openapi`).
 - ``GET /`` and ``/static/...``: the web page (no API key needed to load it; its queries send the key).
 
 Status codes: 400 bad input (``param`` names the field or ``input[i]`` item), 401 API key, 404, 408 body too slow, 413 caps
-(body, items, text length, pixels), 503 + ``Retry-After`` queue full, 504 deadline, 500 internal (no details).
+(body, items, text length, pixels), 415 not JSON, 503 + ``Retry-After`` queue full, 504 deadline, 500 internal (no
+details; a bug). Request decoding and per-item checks live in `requests`: a bad item fails before any batch.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import os
 import time
@@ -44,27 +47,31 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 
 from ..errors import FetchError, ImageError, InputError
-from ..zero_shot import DEFAULT_TEMPLATE
+from ..prompt_template import check_template
 from .batcher import QueueFullError
 from .collections import THUMBNAIL_SIZES, Collections
 from .engine import Engine, ItemError, load_model
 from .metrics import ServeMetrics
-from .schemas import ClassifyRequest, EmbeddingRequest, RequestError, SearchRequest, embedding_items, parse
-from .security import ApiKeyMiddleware, Limits, TooLargeError, UrlNotAllowedError, UrlPolicy
+from .openapi import openapi_document
+from .requests import (
+    ClientGone,
+    check_request_template,
+    check_text,
+    classify_labels,
+    embedding_items,
+    read_json,
+)
+from .schemas import ClassifyRequest, EmbeddingRequest, RequestError, SearchRequest, parse
+from .security import ApiKeyMiddleware, Limits, TooLargeError, UrlNotAllowedError, UrlPolicy, check_api_key
+from .server import check_options
 
 logger = logging.getLogger("siglip.serve")
 RETRY_AFTER_S = 1
-LARGE_JSON = 1 << 20  # bodies above this are parsed on a worker thread
-DRAIN_FACTOR = 2  # a body up to this many times the cap is read (and dropped) before the 413
-
-
-class ClientGone(Exception):
-    """The client disconnected: its work was cancelled and no response is sent."""
 
 
 def create_app(
@@ -87,7 +94,7 @@ def create_app(
     revision: str | None = None,
     use_fast: bool = False,
     fast_decode: bool = False,
-    hypothesis_template: str = DEFAULT_TEMPLATE,
+    hypothesis_template: str | None = None,
     label_cache_size: int = 4096,
     decode_workers: int | None = None,
 ) -> Starlette:
@@ -99,11 +106,26 @@ def create_app(
     `request_timeout_s` (else 504); `/readyz` turns red when work waits `stall_timeout_s` with no model progress.
     Security: `api_key` (Bearer token), `limits` (caps), image URLs only with `allow_urls` (and private
     addresses only with `allow_private_urls`). `dtype`, `device`, `revision`, `use_fast`, `fast_decode` apply
-    when `model` is a name. `hypothesis_template` is the zero-shot default when a request gives none.
+    when `model` is a name. `hypothesis_template` is the zero-shot default when a request gives none (default:
+    the model's own, as `siglip.pipeline` takes it). Every number is range-checked (`InputError`).
     """
-    if "{}" not in hypothesis_template:
-        raise InputError(f"hypothesis_template must contain '{{}}', got {hypothesis_template!r}")
+    if hypothesis_template is not None:
+        check_template(hypothesis_template)
+    if api_key is not None:
+        check_api_key(api_key)
     limits = limits or Limits()
+    check_options(
+        dict(
+            max_batch_size=max_batch_size,
+            max_wait_ms=max_wait_ms,
+            max_queue=max_queue,
+            request_timeout_s=request_timeout_s,
+            stall_timeout_s=stall_timeout_s,
+            label_cache_size=label_cache_size,
+            decode_workers=decode_workers,
+            **vars(limits),
+        )
+    )
     metrics = ServeMetrics()
     name = model_name or (str(model) if isinstance(model, str | os.PathLike) else None)
     model, processor = load_model(
@@ -124,7 +146,8 @@ def create_app(
         label_cache_size=label_cache_size,
     )
     library = Collections(list(collections), dim=engine.text_dim)
-    api = _Api(engine, library, metrics, limits, name, request_timeout_s, hypothesis_template)
+    template = hypothesis_template or engine.classifier.default_template  # the pipeline's default: the model's own
+    api = _Api(engine, library, metrics, limits, name, request_timeout_s, template)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -160,6 +183,7 @@ class _Api:
         self.engine, self.library, self.metrics, self.limits = engine, library, metrics, limits
         self.name, self.request_timeout, self.template = name, request_timeout_s, template
         self.accepting = False
+        self._openapi: dict[str, Any] | None = None
 
     def routes(self) -> list[Any]:
         routes = [
@@ -172,6 +196,7 @@ class _Api:
             Route("/v1/classify", self.classify, methods=["POST"]),
             Route("/v1/search", self.search, methods=["GET", "POST"]),
             Route("/v1/items/{item_id:int}/thumbnail", self.thumbnail, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
         try:
             from .static_files import static_routes
@@ -189,13 +214,20 @@ class _Api:
         self.metrics.ready.set(0.0 if reason else 1.0)
         if reason:
             return JSONResponse({"status": "unavailable", "reason": f"model worker: {reason}"}, status_code=503)
-        return JSONResponse({"status": "ready", "model": self.name, "collections": self.library.describe()})
+        ready = {"status": "ready", "model": self.name, "collections": self.library.describe()}
+        return JSONResponse({**ready, "hypothesis_template": self.template})
 
     async def prometheus(self, request: Request) -> Response:
         return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model", "owned_by": "siglip"}]})
+        model = {"id": self.name, "object": "model", "owned_by": "siglip", "hypothesis_template": self.template}
+        return JSONResponse({"object": "list", "data": [model]})
+
+    async def openapi(self, request: Request) -> Response:
+        if self._openapi is None:
+            self._openapi = openapi_document()
+        return JSONResponse(self._openapi)
 
     async def collections(self, request: Request) -> Response:
         return JSONResponse({"collections": self.library.describe()})
@@ -203,7 +235,7 @@ class _Api:
     # ---- model routes ---------------------------------------------------------------------------------
     async def embeddings(self, request: Request) -> Response:
         body = parse(EmbeddingRequest, await self.read_json(request))
-        items = embedding_items(body, self.limits.max_items, self.limits.max_text_chars)
+        items = embedding_items(body, self.limits)
         if body.dimensions is not None and body.dimensions != self.engine.text_dim:
             raise RequestError(
                 400, "invalid_request", f"dimensions: this model gives {self.engine.text_dim}", "dimensions"
@@ -244,18 +276,10 @@ class _Api:
             raise RequestError(
                 413, "too_many_items", f"{len(images)} images, the cap is {self.limits.max_items}", field
             )
-        labels = body.candidate_labels
-        labels = [label.strip() for label in labels.split(",")] if isinstance(labels, str) else labels
-        if not labels or len(labels) > self.limits.max_labels:
-            raise RequestError(
-                400, "invalid_request", f"give 1 to {self.limits.max_labels} candidate labels", "candidate_labels"
-            )
-        too_long = next((i for i, label in enumerate(labels) if len(label) > self.limits.max_text_chars), None)
-        if too_long is not None:
-            raise RequestError(413, "text_too_long", "label too long", f"candidate_labels[{too_long}]")
-        template = body.hypothesis_template or self.template
-        if "{}" not in template:
-            raise RequestError(400, "invalid_request", "must contain '{}' where the label goes", "hypothesis_template")
+        labels = classify_labels(body, self.limits)
+        template = self.template
+        if body.hypothesis_template is not None:
+            template = check_request_template(body.hypothesis_template, self.limits.max_text_chars)
         try:
             scores = await self.guarded(request, self.engine.classify_scores(images, labels, template))
         except ItemError as error:
@@ -264,7 +288,7 @@ class _Api:
         for row in scores.tolist():
             ranked = sorted(zip(row, labels), key=lambda pair: -pair[0])[: body.top_k]
             results.append([{"label": label, "score": score} for score, label in ranked])
-        return JSONResponse({"model": self.name, "results": results})
+        return JSONResponse({"model": self.name, "hypothesis_template": template, "results": results})
 
     async def search(self, request: Request) -> Response:
         if request.method == "GET":
@@ -281,8 +305,8 @@ class _Api:
         body = parse(SearchRequest, data)
         if body.k > self.limits.max_top_k:
             raise RequestError(400, "invalid_request", f"k: at most {self.limits.max_top_k}", "k")
-        if body.query is not None and len(body.query) > self.limits.max_text_chars:
-            raise RequestError(413, "text_too_long", "query too long", "query")
+        if body.query is not None:
+            check_text(body.query, "query", self.limits.max_text_chars)
 
         async def run() -> list[dict[str, Any]]:
             if body.query is not None:
@@ -313,38 +337,7 @@ class _Api:
 
     # ---- plumbing ---------------------------------------------------------------------------------------
     async def read_json(self, request: Request) -> Any:
-        """The body as JSON, refused past the body cap (413) before it is all read, or when it does not arrive
-        within the request deadline (408: a client dripping its body cannot hold a connection for ever)."""
-        try:
-            body = await asyncio.wait_for(self._read_body(request), self.request_timeout)
-        except TimeoutError:
-            raise RequestError(408, "timeout", f"the body did not arrive within {self.request_timeout}s") from None
-        try:
-            if len(body) > LARGE_JSON:
-                return await asyncio.to_thread(json.loads, bytes(body))
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise RequestError(400, "invalid_json", f"the body is not valid JSON ({type(error).__name__})") from None
-
-    async def _read_body(self, request: Request) -> bytearray:
-        cap = self.limits.max_body_bytes
-        declared = request.headers.get("content-length", "")
-        too_large = RequestError(413, "body_too_large", f"the body exceeds this server's cap of {cap} bytes")
-        if declared.isdigit() and int(declared) > DRAIN_FACTOR * cap:
-            raise too_large  # answered at once; the connection is closed with the body unread
-        body, seen = bytearray(), 0
-        try:
-            async for chunk in request.stream():
-                seen += len(chunk)
-                if seen > DRAIN_FACTOR * cap:
-                    raise too_large
-                if seen <= cap:
-                    body += chunk
-        except ClientDisconnect:
-            raise ClientGone() from None
-        if seen > cap:  # read to the end (not kept) so that the client, still sending, surely gets the 413
-            raise too_large
-        return body
+        return await read_json(request, self.limits, self.request_timeout)
 
     async def guarded(self, request: Request, work: Any) -> Any:
         """Await `work`, cancelling it (and so its queued items) when the client disconnects or the deadline

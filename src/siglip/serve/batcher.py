@@ -5,7 +5,9 @@ dispatcher takes the oldest waiting item, waits at most `max_wait_ms` for the ba
 `max_batch_size`, and hands the batch to `run_batch` on the model executor (a single thread, so the model
 never runs twice at once and the event loop never blocks). While a batch runs, new items queue up, so under
 load batches form without waiting. Items arrive already decoded and validated: a bad input fails at decode,
-in its own request, and never reaches a batch.
+in its own request, and never reaches a batch. Should a batch fail all the same, it is split in halves and each
+half run again, down to single items, so that only the items that fail on their own get the error and every
+other request its right answer (one culprit in a batch of n costs about 2 log2(n) extra runs).
 
 A request that is cancelled (client gone, deadline passed) cancels its futures; cancelled items are dropped
 when the next batch is formed and no longer count towards the queue bound. `stalled()` is what `/readyz`
@@ -172,15 +174,19 @@ class DynamicBatcher:
         return batch
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Job]) -> None:
+        """Run `batch`; if it fails, run its halves, recursively, so that the error reaches only the items that
+        fail alone (items cancelled meanwhile are left out of the retries)."""
+        batch = [job for job in batch if not job.future.done()]
+        if not batch:
+            return
         self.batch_started = self.last_progress = time.monotonic()
+        failure: Exception | None = None
         try:
             results = await loop.run_in_executor(self.executor, self.run_batch, [job.item for job in batch])
             if len(results) != len(batch):
                 raise RuntimeError(f"{self.name} batch gave {len(results)} results for {len(batch)} items")
-        except Exception as error:  # a model failure: every request of the batch gets a 500, the server lives on
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
+        except Exception as error:
+            failure = error
         else:
             for job, result in zip(batch, results):
                 if not job.future.done():
@@ -191,3 +197,11 @@ class DynamicBatcher:
         if self.metrics is not None:
             self.metrics.batch_size.observe(len(batch), self.name)
             self.metrics.items.inc(self.name, amount=len(batch))
+        if failure is None:
+            return
+        if len(batch) == 1:  # the culprit (or a model failure: its request gets a 500, the server lives on)
+            batch[0].future.set_exception(failure)
+            return
+        half = len(batch) // 2
+        await self._run(loop, batch[:half])
+        await self._run(loop, batch[half:])

@@ -167,7 +167,14 @@ class Engine:
         """The encoded image of a request item: a data URI, bare base64, or an http(s) URL (policy checked)."""
         if source.startswith(("http://", "https://")) or "://" in source[:16]:
             return self.url_policy.fetch(source)
-        payload = source.split(",", 1)[1] if source.startswith("data:") else source
+        if source.startswith("data:"):
+            header, comma, payload = source.partition(",")
+            if not comma:
+                raise ImageError("image is a data: URI without the ',' that starts its payload (data:MIME;base64,...)")
+            if not header.endswith(";base64"):
+                raise ImageError("image is a data: URI that is not base64 (data:MIME;base64,...)")
+        else:
+            payload = source
         try:  # standard or URL-safe alphabet; whitespace (line breaks) ignored
             return base64.b64decode(payload.translate(_URLSAFE).encode("ascii"), validate=False)
         except (binascii.Error, UnicodeEncodeError, ValueError):
@@ -196,8 +203,13 @@ class Engine:
         if not data:
             raise ImageError("image is empty (0 bytes)")
         self.check_pixels(data)
-        image = load_rgb(data, honor_exif=True, draft_size=self._draft)
-        return dict(self.processor(images=[image], return_tensors="pt"))
+        try:
+            image = load_rgb(data, honor_exif=True, draft_size=self._draft)
+            return dict(self.processor(images=[image], return_tensors="pt"))
+        except InputError:
+            raise
+        except Exception as error:  # a decoder or EXIF path outside the typed errors: still this item's fault
+            raise ImageError(f"image could not be decoded ({type(error).__name__})") from None
 
     async def decode(self, sources: Sequence[str | bytes]) -> list[dict[str, torch.Tensor]]:
         """Decode every image on the worker threads; the first bad one raises `ItemError` naming its index."""

@@ -1,4 +1,5 @@
-"""Request bodies (validated with pydantic), the JSON error shape, and the typed error every route raises.
+"""Request and response bodies (pydantic models: requests are validated with them, and /openapi.json is generated
+from both), the JSON error shape, and the typed error every route raises.
 
 Errors are JSON: ``{"error": {"type": "invalid_image", "message": "input[2]: image is corrupt ...",
 "param": "input[2]"}}`` with a 4xx/5xx status. The message names the bad field or item; it never carries a
@@ -89,45 +90,98 @@ class SearchRequest(BaseModel):
         return self
 
 
-def embedding_items(request: EmbeddingRequest, max_items: int, max_text_chars: int) -> list[tuple[str, str]]:
-    """The request's inputs as ("text" | "image", value) pairs; a 400 naming the first bad item."""
-    values = [request.input] if isinstance(request.input, str) else request.input
-    if not values:
-        raise RequestError(400, "invalid_request", "input is empty: give a string or a list of inputs", "input")
-    if len(values) > max_items:
-        raise RequestError(
-            413, "too_many_items", f"input has {len(values)} items, this server's cap is {max_items}", "input"
-        )
-    items = []
-    for index, value in enumerate(values):
-        where = f"input[{index}]" if not isinstance(request.input, str) else "input"
-        if isinstance(value, str):
-            kind, content = "text", value
-        elif isinstance(value, dict):
-            try:
-                item = Item.model_validate(value)
-            except ValidationError:
-                raise RequestError(
-                    400, "invalid_request", f'{where}: an item is {{"text": "..."}} or {{"image": "..."}}', where
-                ) from None
-            kind, content = ("text", item.text) if item.text is not None else ("image", item.image)
-        else:
-            raise RequestError(
-                400,
-                "invalid_request",
-                f"{where}: expected a string or an object with 'text' or 'image', got {type(value).__name__} "
-                "(token ids are not accepted: send the text)",
-                where,
-            )
-        if kind == "text" and len(content) > max_text_chars:
-            raise RequestError(
-                413,
-                "text_too_long",
-                f"{where}: {len(content)} characters, this server's cap is {max_text_chars}",
-                where,
-            )
-        items.append((kind, content))
-    return items
+# ---- responses (documentation only: the routes build these dicts directly, for speed) ----------------------
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx/5xx answer of the JSON routes."""
+
+    error: ErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="floats, or base64 of little-endian float32")
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"]
+    model: str
+    data: list[Embedding]
+    usage: Usage
+
+
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    hypothesis_template: str = Field(description="the prompt template used (the request's, else the server's)")
+    results: list[list[LabelScore]] = Field(description="one list per image, best label first")
+
+
+class SearchHit(BaseModel):
+    id: int
+    collection: str
+    path: str
+    row: int
+    score: float
+    thumbnail: str | None
+
+
+class SearchResponse(BaseModel):
+    model: str
+    results: list[SearchHit]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    kind: str
+    count: int
+    dim: int
+    model: str | None
+
+
+class CollectionsResponse(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class ModelInfo(BaseModel):
+    id: str
+    object: Literal["model"]
+    owned_by: str
+    hypothesis_template: str = Field(description="the zero-shot template used when a request gives none")
+
+
+class ModelsResponse(BaseModel):
+    object: Literal["list"]
+    data: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    model: str | None = None
+    collections: list[CollectionInfo] | None = None
+    hypothesis_template: str | None = None
+    reason: str | None = None
 
 
 def location(loc: tuple[Any, ...]) -> str:

@@ -1,7 +1,9 @@
 """What makes the server safe to expose: the API key, the size caps, and the policy for image URLs.
 
 - `ApiKeyMiddleware`: `Authorization: Bearer KEY` on every route except the public ones (/healthz, /readyz
-  and the static web page, which holds no data), compared in constant time.
+  and the static web page, which holds no data), compared byte for byte in constant time: a key with extra
+  whitespace, another case or a second Authorization header is a wrong key (401). `check_api_key` refuses, at
+  start-up, a key that HTTP cannot carry unchanged (surrounding whitespace, control or non-ASCII characters).
 - `Limits`: body bytes, items per request, text length, image pixels (read from the header, before decoding),
   labels per request, URL download bytes and time.
 - `UrlPolicy`: URL inputs are refused unless allowed. When allowed, only http(s), downloaded by
@@ -9,6 +11,10 @@
   connection made to the very address that was checked) with this module's address check on every hop (the
   first URL and each redirect): every address the host resolves to must be outside the loopback / private /
   link-local / multicast / reserved ranges, unless private addresses are allowed.
+  "Private" means every address that is not globally routable (`ipaddress`'s `is_global`: loopback, RFC 1918,
+  carrier-grade NAT 100.64.0.0/10 with its cloud metadata addresses, link-local, benchmarking, documentation,
+  reserved ...), multicast, `EXTRA_BLOCKED` below, and IPv6 addresses that embed a private IPv4 one
+  (IPv4-mapped, NAT64, 6to4, Teredo).
 """
 
 from __future__ import annotations
@@ -20,10 +26,28 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ImageError
+from ..errors import ImageError, InputError
 
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/", "/favicon.ico"})
 PUBLIC_PREFIXES = ("/static/",)
+# Refused whatever the running Python's `is_global` says of them (its tables changed across versions).
+EXTRA_BLOCKED = tuple(
+    ipaddress.ip_network(network)
+    for network in (
+        "0.0.0.0/8",
+        "100.64.0.0/10",  # carrier-grade NAT (RFC 6598): 100.100.100.200 is a cloud metadata address
+        "192.0.0.0/24",
+        "198.18.0.0/15",
+        "240.0.0.0/4",
+        "255.255.255.255/32",
+        "64:ff9b:1::/48",  # local-use NAT64 (RFC 8215)
+        "100::/64",  # discard-only
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,20 @@ class UrlNotAllowedError(ImageError):
 # ---- the API key ------------------------------------------------------------------------------------------
 
 
+def check_api_key(key: str, name: str = "api_key") -> str:
+    """`key` if HTTP carries it unchanged in `Authorization: Bearer KEY`, else `InputError`: header values lose
+    their surrounding whitespace on the way, and control or non-ASCII characters are refused or mangled, so such
+    a key could never match what a client sends."""
+    if not isinstance(key, str) or not key:
+        raise InputError(f"{name} must be a non-empty string")
+    if key != key.strip() or not all(" " <= char <= "~" for char in key):
+        raise InputError(
+            f"{name} must be printable ASCII without surrounding whitespace (HTTP cannot carry it unchanged); "
+            f"got {len(key)} characters"
+        )
+    return key
+
+
 def is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
@@ -64,8 +102,8 @@ class ApiKeyMiddleware:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or is_public(scope["path"]):
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self.expected):
+        given = [value for name, value in scope["headers"] if name == b"authorization"]
+        if len(given) == 1 and hmac.compare_digest(given[0], self.expected):
             return await self.app(scope, receive, send)
         body = json.dumps(
             {"error": {"type": "unauthorized", "message": "missing or wrong API key: send 'Authorization: Bearer KEY'"}}
@@ -79,14 +117,19 @@ class ApiKeyMiddleware:
 
 
 def is_private_address(address: str) -> bool:
-    """Whether an IP address is one a server must not be tricked into calling: loopback, private, link-local,
-    multicast, reserved or unspecified (IPv4-mapped IPv6 addresses are judged by their IPv4 part)."""
+    """Whether an IP address is one a server must not be tricked into calling: anything not globally routable
+    (loopback, private, carrier-grade NAT, link-local, reserved, unspecified, ...), multicast, `EXTRA_BLOCKED`,
+    or an IPv6 address that embeds such an IPv4 address (IPv4-mapped, NAT64, 6to4, Teredo)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return bool(
-        ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified
-    )
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = [ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None]
+        if ip in NAT64:
+            embedded.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if any(inner is not None and is_private_address(str(inner)) for inner in embedded):
+            return True
+        if ip.ipv4_mapped is not None or ip in NAT64:
+            return False  # judged by the IPv4 address it carries, which is public
+    return bool(not ip.is_global or ip.is_multicast or any(ip in network for network in EXTRA_BLOCKED))
 
 
 class UrlPolicy:
@@ -106,7 +149,7 @@ class UrlPolicy:
     def check_address(self, host: str, address: Any) -> None:
         if not self.allow_private and is_private_address(str(address)):
             raise UrlNotAllowedError(
-                f"image URL host {host} resolves to a private, loopback or link-local address; refused "
+                f"image URL host {host} resolves to a private or otherwise non-global address ({address}); refused "
                 "(the server allows those only with --allow-private-urls)"
             )
 

@@ -92,6 +92,10 @@ class TrainConfig:
             raise InputError("give exactly one of --model (fine-tune) or --config (train from scratch).")
         if self.config is not None and self.tokenizer is None:
             raise InputError("training from scratch (--config) needs --tokenizer (a SentencePiece spiece.model).")
+        for option in dataclasses.fields(self):  # nan or inf in any float option (--lr nan) is refused first
+            value = getattr(self, option.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InputError(f"--{option.name.replace('_', '-')} must be a finite number, got {value}.")
         for name in ("steps", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}.")

@@ -109,10 +109,18 @@
       $("status-text").textContent = response.ok ? "ready" : "not ready";
       if (data.model) $("model-name").textContent = baseName(data.model);
       if (Array.isArray(data.collections)) showCollections(data.collections);
+      if (typeof data.hypothesis_template === "string") showDefaultTemplate(data.hypothesis_template);
     } catch (_) {
       status.dataset.state = "down";
       $("status-text").textContent = "offline";
     }
+  }
+
+  // The server's zero-shot template (the model's own, as siglip.pipeline and the CLI take it): the template field's
+  // placeholder, and the line under it, say which one an empty field means.
+  function showDefaultTemplate(template) {
+    $("template").placeholder = template;
+    $("template-default").textContent = "empty: the model's default, " + template;
   }
 
   // Collections: their size beside the model name, and a picker when the server loaded more than one.
@@ -385,7 +393,9 @@
     try {
       const body = { image: state.zsImage, candidate_labels: labels };
       if (template.trim()) body.hypothesis_template = template;
-      renderBars((await request("POST", "v1/classify", body)).results[0]);
+      const answer = await request("POST", "v1/classify", body);
+      renderBars(answer.results[0]);
+      $("template-used").textContent = "prompts: " + answer.hypothesis_template;
     } catch (err) {
       showError(box, err);
     } finally {
