@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo browser
+.PHONY: install test lint demo browser fuzz
 install: $(BIN)/.installed
 
 test: install
@@ -27,3 +27,8 @@ demo: install
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
+
+# Fuzzing with large, seeded counts (not part of `make test` or CI, which run small counts):
+# the API schema fuzz (schemathesis over /openapi.json, positive and negative cases) against a demo-model server.
+fuzz: install
+	$(BIN)/python tests/fuzz_api.py --max-examples 300 --seed 0 --time-budget 1800
