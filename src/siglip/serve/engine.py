@@ -49,8 +49,8 @@ def load_model(
     loaded model, which then needs its `processor`."""
     if isinstance(model, str | os.PathLike):
         from ..auto import AutoModel
-        from ..cli.common import load_options
         from ..encode import load_processor
+        from ..runtime import load_options
 
         hub = {"revision": revision} if revision else {}
         options = load_options(dtype, device) if isinstance(dtype, str) else {"dtype": dtype, "device": device}
