@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,11 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(ROOT / "tests"))
         from serve_helpers import ThreadServer
 
+        from siglip.bulk import embed_source
         from siglip.serve import create_app
 
-        app = create_app(str(ROOT / "models" / "siglip-demo-shapes"), device="cpu")
-        with ThreadServer(app) as server:
-            report = fuzz(server.url, **options)
+        model = str(ROOT / "models" / "siglip-demo-shapes")
+        with tempfile.TemporaryDirectory() as scratch:  # a collection, so that search and thumbnails answer 200
+            collection = Path(scratch) / "shapes"
+            embed_source(ROOT / "examples" / "images", collection, model=model)
+            with ThreadServer(create_app(model, [collection], device="cpu")) as server:
+                report = fuzz(server.url, **options)
     print(f"{report.calls} calls, statuses {dict(sorted(report.statuses.items()))}, {len(report.failures)} failures")
     for failure in report.failures[:50]:
         print("  " + failure)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from serve_helpers import ProcessServer, ThreadServer, call, data_uri, encoded, 
 
 import siglip
 from siglip.auto import AutoModel, AutoProcessor
+from siglip.bulk import embed_source
 from siglip.errors import InputError
 from siglip.prompt_template import check_template
 from siglip.serve import create_app
@@ -39,8 +41,13 @@ def reference(reference_checkpoint):
 
 
 @pytest.fixture(scope="module")
-def server(reference_checkpoint):
-    app = create_app(str(reference_checkpoint), max_batch_size=32, max_wait_ms=40, device="cpu")
+def server(reference_checkpoint, tmp_path_factory):
+    source = tmp_path_factory.mktemp("hardening_photos")
+    for name in ("chelsea.png", "coffee.png"):
+        shutil.copy(FIXTURES / name, source / name)
+    collection = tmp_path_factory.mktemp("hardening_collection") / "photos"
+    assert embed_source(source, collection, model=str(reference_checkpoint), batch_size=2).ok == 2
+    app = create_app(str(reference_checkpoint), [collection], max_batch_size=32, max_wait_ms=40, device="cpu")
     with ThreadServer(app) as running:
         yield running
 
@@ -284,8 +291,11 @@ def test_classify_without_template_uses_the_models_template_everywhere():
 # ---- 4. server limits -------------------------------------------------------------------------------------------
 
 
-def test_slowloris_and_idle_sockets_are_closed_within_bounded_time(reference_checkpoint):
-    args = ["--model", str(reference_checkpoint), *"--device cpu --header-timeout 2 --keep-alive-timeout 1".split()]
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_slowloris_and_idle_sockets_are_closed_within_bounded_time(reference_checkpoint, http):
+    pytest.importorskip(http)
+    args = ["--model", str(reference_checkpoint), "--http", http]
+    args += "--device cpu --header-timeout 2 --keep-alive-timeout 1".split()
     with ProcessServer(*args) as running:
         sockets = []
         for i in range(12):
