@@ -26,6 +26,8 @@ from .zero_shot import ClassificationMetrics, classification_metrics
 WEIGHT_DECAYS = tuple(10.0**e for e in range(-6, 2))  # 1e-6 ... 10
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (0, 1, 2)
+SWEEP_FIT, SWEEP_HELD, SWEEP_ITERATIONS = 10_000, 5_000, 30  # the weight-decay sweep's sample and steps
+FINAL_ITERATIONS = 100
 
 
 @dataclass
@@ -103,25 +105,36 @@ def train_probe(
     fraction: float = 0.2,
     seed: int = 0,
 ) -> Probe:
-    """Pick the weight decay on held-out data (given, else `fraction` of `features` per class), refit on all."""
+    """Pick the weight decay on held-out data (given, else `fraction` of `features` per class), refit on all.
+
+    The sweep sees at most `SWEEP_FIT` fitting and `SWEEP_HELD` held-out images (a seeded sample) with
+    `SWEEP_ITERATIONS` L-BFGS steps per value, warm-started; the final fit starts from the chosen sweep weights."""
     features, labels = features.float(), torch.as_tensor(labels, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
     if held_out is None:
         fit, held = held_out_split(labels, fraction, seed)
         held_x, held_y, fit_x, fit_y = features[held], labels[held], features[fit], labels[fit]
     else:
         held_x, held_y = held_out[0].float(), torch.as_tensor(held_out[1], dtype=torch.long)
         fit_x, fit_y = features, labels
-    best = max(weight_decays)
+    if len(fit_y) > SWEEP_FIT:
+        keep = torch.randperm(len(fit_y), generator=generator)[:SWEEP_FIT]
+        fit_x, fit_y = fit_x[keep], fit_y[keep]
+    if len(held_y) > SWEEP_HELD:
+        keep = torch.randperm(len(held_y), generator=generator)[:SWEEP_HELD]
+        held_x, held_y = held_x[keep], held_y[keep]
+    mean, std = standardizer(features)
+    best, init = max(weight_decays), None
     if len(held_y) and len(weight_decays) > 1:
-        mean, std = standardizer(fit_x)
         fit_x, held_x = (fit_x - mean) / std, (held_x - mean) / std
-        scores, init = {}, None
+        scores, weights = {}, {}
         for weight_decay in sorted(weight_decays, reverse=True):
-            init = fit_logistic(fit_x, fit_y, num_classes, weight_decay, init, max_iter=100)
+            init = fit_logistic(fit_x, fit_y, num_classes, weight_decay, init, max_iter=SWEEP_ITERATIONS)
+            weights[weight_decay] = init
             scores[weight_decay] = float(((held_x @ init[0].t() + init[1]).argmax(-1) == held_y).float().mean())
         best = max(scores, key=lambda wd: (scores[wd], wd))  # ties: the stronger regularisation
-    mean, std = standardizer(features)
-    weight, bias = fit_logistic((features - mean) / std, labels, num_classes, best)
+        init = weights[best]
+    weight, bias = fit_logistic((features - mean) / std, labels, num_classes, best, init, max_iter=FINAL_ITERATIONS)
     return Probe(weight, bias, mean, std, best)
 
 
