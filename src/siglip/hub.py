@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, CheckpointNotFoundError
+from .files import special_file_reason
 
 # A Hub repo id: "name" or "org/name", letters, digits, "-", "_", "." (no "--" or ".." runs, no leading "." or "-").
 HUB_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?")
@@ -97,6 +98,10 @@ def resolve_stored_file(
         if path.is_file():
             check_inside(path, folder, name_or_path)
             return path
+        if os.path.lexists(path):  # a FIFO, a device, a directory or a dangling link under a model file's name
+            raise CheckpointError(
+                f"{path} {special_file_reason(path)}; refused (a model folder must hold regular files only)."
+            )
         if required:
             raise CheckpointNotFoundError(f"{path} does not exist: the folder {name_or_path} has no {relative}.")
         return None

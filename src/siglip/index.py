@@ -137,7 +137,7 @@ class Index:
     def _from_collection(cls, collection: Any) -> Index:
         folder = collection.folder
         groups: dict[tuple[str, int], list[Any]] = {}
-        live = [row for row in collection.live().values() if row.status == "ok"]
+        live = [row for row in collection.live().values() or collection.unfinished_first_job() if row.status == "ok"]
         for row in live:
             groups.setdefault((row.segment, row.shard), []).append(row)
         order = {segment: i for i, segment in enumerate(collection.state.segments)}

@@ -191,6 +191,23 @@ class Collection:
                     current[row.key] = row
         return current
 
+    def unfinished_first_job(self) -> list[ManifestRow]:
+        """The finished shards' rows of a first job that never committed (killed before its end), with their
+        segment filled in, so that they can be searched as documented; [] once anything is committed. The rows'
+        paths stay relative to the job's root (`display_path` uses it when the state has none yet)."""
+        if self.state.segments:
+            return []
+        pending = self.pending_segments()
+        if not pending:
+            return []
+        rows = self.shard_rows(pending[0])
+        root = self.spec(pending[0]).root
+        for row in rows:
+            row.segment = pending[0]
+            if self.settings.kind == "image" and root and row.path and not os.path.isabs(row.path):
+                row.path = os.path.join(root, row.path)
+        return rows
+
     def display_path(self, row: ManifestRow) -> str:
         """The row's item as a user reads it: an image's path under the source root, or the text."""
         if self.settings.kind == "image" and self.state.root and row.path:

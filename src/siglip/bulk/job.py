@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .sources import SourceItems, is_supported_image
+from .sources import SourceItems, is_supported_image, unreadable_reason
 from .writer import (
     ManifestRow,
     atomic_write,
@@ -302,6 +302,14 @@ def item_loader(source: SourceItems, processor: Any, honor_exif: bool) -> Callab
     return load
 
 
+def _special(source: SourceItems, position: int) -> str | None:
+    """Why a folder item is not a regular file (FIFO, device, directory, gone), or None (tar members: None)."""
+    from .webdataset import split_member
+
+    located = source.locate(position)
+    return None if split_member(located) is not None else unreadable_reason(located)
+
+
 def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:
     import torch
 
@@ -352,6 +360,10 @@ def run_local(
         for position in range(shard.start, shard.stop):
             if settled and position in settled:
                 assembler.add(shard.index, position, *settled[position])
+                if progress is not None:
+                    progress(1)
+            elif is_supported_image(items[position]) and (reason := _special(job.source, position)) is not None:
+                assembler.add(shard.index, position, "unsupported", reason)  # a FIFO, /dev/zero, ...: never read
                 if progress is not None:
                     progress(1)
             elif is_supported_image(items[position]):

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, SiglipError
+from ..errors import ConfigError, InputError, SiglipError
+from ..files import read_regular
 from .collection import COLLECTION_FILE, LOCK_FILE, STATE_FILE, Collection, Settings, writer_lock
 from .job import FORMATS, JOB_FILE, MAX_BATCH_SIZE, BulkJob, JobSummary, embedding_dim, run_local
 from .sources import TABLE_SUFFIXES, SourceItems, list_source
@@ -34,7 +35,7 @@ def model_identity(model: str, revision: str | None = None) -> str:
     from ..hub import HubOptions, resolve_file
 
     config = resolve_file(model, "config.json", HubOptions(revision=revision))
-    digest = hashlib.blake2b(config.read_bytes(), digest_size=16)
+    digest = hashlib.blake2b(read_regular(config, 16 * 1024 * 1024, "the config file", ConfigError), digest_size=16)
     for path in sorted(config.parent.iterdir()):
         if path.name.endswith(WEIGHT_SUFFIXES) and path.is_file():
             digest.update(f"\0{path.name}\0{path.stat().st_size}".encode())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from collections import Counter
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from ..files import read_text, special_file_reason
 from ..image.batches import IMAGE_SUFFIXES
 
 TABLE_SUFFIXES = (".csv", ".parquet")
+MAX_SOURCE_BYTES = 4 << 30  # largest text or table source read (bytes)
 KEY_SEPARATOR = "\x1f"  # between a repeated text and its occurrence number in its key
 
 
@@ -88,6 +91,16 @@ def unique_keys(values: list[str]) -> list[str]:
     return keys
 
 
+def unreadable_reason(located: str) -> str | None:
+    """Why the file `located` cannot be read as an item (a FIFO, a device such as /dev/zero behind a symlink, a
+    directory), or None for a regular file or a missing one (the decoder then records it as corrupt): such
+    items are recorded as "unsupported", never opened."""
+    if not os.path.exists(located):
+        return None
+    reason = special_file_reason(located)
+    return None if reason is None else f"{os.path.basename(located)} {reason}"
+
+
 def is_supported_image(path: str) -> bool:
     """Whether a file's suffix names an image format the job tries to decode (others are "unsupported")."""
     return os.path.splitext(path)[1].lower() in IMAGE_SUFFIXES
@@ -116,17 +129,22 @@ def read_table(path: Path) -> dict[str, list[Any]]:
             from ..errors import DependencyError
 
             raise DependencyError("reading a .parquet source needs pyarrow: pip install 'siglip[parquet]'") from None
+        reason = special_file_reason(path)
+        if reason is not None:
+            raise InputError(f"table {path} {reason}.")
         return pq.read_table(path).to_pydict()
+    text = read_text(path, MAX_SOURCE_BYTES, "table", InputError)  # a regular file only, bounded
     try:
         if suffix in (".jsonl", ".json"):
-            records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+            if not all(isinstance(record, dict) for record in records):
+                raise ValueError("every line must hold a JSON object")
             names = list(dict.fromkeys(name for record in records for name in record))
             return {name: [record.get(name) for record in records] for name in names}
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = list(reader)
-            return {name: [row[name] for row in rows] for name in reader.fieldnames or []}
-    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+        return {name: [row[name] for row in rows] for name in reader.fieldnames or []}
+    except (ValueError, RecursionError, csv.Error) as error:
         raise InputError(f"cannot read table {path}: {error}") from None
 
 
@@ -191,7 +209,4 @@ def list_source(
         raise InputError(f"--column needs a .csv or .parquet source, got {path}")
     if kind == "image":
         raise InputError(f"source {path} is a file: give a folder of images, or a CSV/Parquet column of paths")
-    try:
-        return SourceItems("text", path.read_text(encoding="utf-8").splitlines())
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read text source {path}: {error}") from None
+    return SourceItems("text", read_text(path, MAX_SOURCE_BYTES, "text source", InputError).splitlines())

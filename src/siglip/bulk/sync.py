@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from ..files import open_regular
 from ..threads import default_workers
 from .sources import SourceItems, is_supported_image
 from .webdataset import member_stat, read_member
@@ -41,11 +42,11 @@ def hash_item(source: SourceItems, position: int) -> str:
         if member is not None:
             return content_hash(member)
         digest = hashlib.blake2b(digest_size=16)
-        with open(located, "rb") as handle:
+        with open_regular(located, "item") as handle:  # a FIFO or a device is refused, never read
             while block := handle.read(HASH_BLOCK):
                 digest.update(block)
         return digest.hexdigest()
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError):  # InputError is a ValueError: the item is then settled at embed time
         return ""
 
 

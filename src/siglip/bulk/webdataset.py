@@ -15,6 +15,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
+from ..files import open_regular, special_file_reason
 from ..image.batches import IMAGE_SUFFIXES
 
 MEMBER_SEPARATOR = "::"
@@ -54,6 +55,9 @@ def index_tar(tar: str) -> dict[str, tuple[int, int, int]]:
     with _LOCK:
         if version in _OFFSETS:
             return _OFFSETS[version]
+    reason = special_file_reason(tar)
+    if reason is not None:
+        raise InputError(f"webdataset tar {tar} {reason}.")
     try:
         with tarfile.open(tar, "r:") as archive:
             members = {m.name: (m.offset_data, m.size, int(m.mtime * 1e9)) for m in archive.getmembers() if m.isfile()}
@@ -77,7 +81,7 @@ def read_member(located: str) -> bytes | None:
         return None
     tar, member = parts
     offset, size, _ = index_tar(tar)[member]
-    with open(tar, "rb") as handle:
+    with open_regular(tar, "webdataset tar") as handle:
         handle.seek(offset)
         return handle.read(size)
 

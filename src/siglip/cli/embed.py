@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DependencyError, InputError
+from ..files import read_text
 from .common import add_model_arguments, check_positive, load_model_and_processor, progress_bar, shown, warn
 
 FORMATS = (".npy", ".parquet")
+MAX_TEXT_FILE_BYTES = 1 << 30  # largest --text-file read
 
 
 def register(subcommands: Any) -> None:
@@ -78,10 +80,8 @@ def read_texts(args: argparse.Namespace) -> list[str] | None:
         return None
     texts = list(args.text or [])
     if args.text_file is not None:
-        try:
-            lines = Path(args.text_file).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            raise InputError(f"cannot read --text-file {shown(args.text_file)}: {error}") from None
+        # A regular file only (a FIFO or /dev/zero is refused, never read), at most MAX_TEXT_FILE_BYTES.
+        lines = read_text(args.text_file, MAX_TEXT_FILE_BYTES, "--text-file", InputError).splitlines()
         kept = [line for line in lines if line.strip()]
         if len(kept) < len(lines):
             warn(f"skipped {len(lines) - len(kept)} blank lines of {shown(args.text_file)}")
