@@ -29,6 +29,8 @@ browser:
 		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 # Fuzzing with large, seeded counts (not part of `make test` or CI, which run small counts):
-# the API schema fuzz (schemathesis over /openapi.json, positive and negative cases) against a demo-model server.
+# the API schema fuzz (schemathesis over /openapi.json, positive and negative cases) against a demo-model server;
+# the image mutation fuzz (generic and EXIF-only mutants of real photos through every image entry point, ~15 min).
 fuzz: install
 	$(BIN)/python tests/fuzz_api.py --max-examples 300 --seed 0 --time-budget 1800
+	$(BIN)/python tests/fuzz_images.py --count 30000 --seed 0
