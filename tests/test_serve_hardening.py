@@ -28,6 +28,7 @@ from siglip.errors import InputError
 from siglip.prompt_template import check_template
 from siglip.serve import create_app
 from siglip.serve.batcher import DynamicBatcher
+from siglip.serve.server import protocol_class
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_MODEL = ROOT / "models" / "siglip-demo-shapes"
@@ -48,7 +49,7 @@ def server(reference_checkpoint, tmp_path_factory):
     collection = tmp_path_factory.mktemp("hardening_collection") / "photos"
     assert embed_source(source, collection, model=str(reference_checkpoint), batch_size=2).ok == 2
     app = create_app(str(reference_checkpoint), [collection], max_batch_size=32, max_wait_ms=40, device="cpu")
-    with ThreadServer(app) as running:
+    with ThreadServer(app, http=protocol_class("auto", 10.0)) as running:  # the HTTP protocol of `siglip serve`
         yield running
 
 
@@ -208,6 +209,7 @@ def test_hostile_bodies_get_4xx_json_naming_the_field(server, photos, monkeypatc
         (_post("/v1/embeddings", b'{"input": "a", "dimensions": 1e400}'), 400, "dimensions"),
         (_post("/v1/search", b'{"query": "a", "k": 100000000000000000000000000000}'), 400, "k"),
         (_post("/v1/classify", b'{"image": "x", "candidate_labels": "a", "top_k": -1}'), 400, "top_k"),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n", 400, None),  # refused by the parser: JSON
     ]
     for payload, status, param in cases:
         got, body = _raw(server.port, payload)
@@ -379,10 +381,23 @@ def test_other_commands_refuse_bad_numbers_and_templates(args, message):
 
 
 def test_api_keys_are_compared_exactly(reference_checkpoint):
-    with pytest.raises(InputError, match="api_key"):
-        create_app(str(reference_checkpoint), api_key="k3y\n", device="cpu")
+    for bad in ("k3y\n", " k3y", "k3y ", "", "k\u00e9y"):
+        with pytest.raises(InputError, match="api_key"):
+            create_app(str(reference_checkpoint), api_key=bad, device="cpu")
     app = create_app(str(reference_checkpoint), api_key="k3y", device="cpu")
-    with ThreadServer(app) as secured:
+    with ThreadServer(app, http=protocol_class("auto", 10.0)) as secured:  # the protocol `siglip serve` runs
+        for raw, status in [
+            (b"Bearer k3y", 200),
+            (b"Bearer k3y ", 401),
+            (b"Bearer k3y\t", 401),
+            (b"Bearer k3y\x0b", 400),
+        ]:
+            request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " + raw + b"\r\n\r\n"
+            got, body = _raw(secured.port, request)
+            assert got == status, (raw, body)  # the parser refuses a vertical tab: a JSON 400, not plain text
+            assert body.get("error", {}).get("type", "") in ("", "unauthorized", "invalid_http"), body
+        two = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k3y\r\nAuthorization: Bearer k3y\r\n\r\n"
+        assert _raw(secured.port, two)[0] == 401
         body = {"input": "a"}
         assert secured("/v1/embeddings", body, headers={"Authorization": "Bearer k3y"}).status == 200
         for wrong in ("Bearer  k3y", "Bearer k3y\xa0", "Bearer k3y x", "bearer k3y",

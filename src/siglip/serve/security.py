@@ -109,6 +109,7 @@ class ApiKeyMiddleware:
             {"error": {"type": "unauthorized", "message": "missing or wrong API key: send 'Authorization: Bearer KEY'"}}
         ).encode()
         headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

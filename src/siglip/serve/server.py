@@ -7,6 +7,9 @@ serving option (shared by `create_app` and `siglip serve`).
   (or of its previous response), else it is closed: slowloris clients that drip header bytes, or connect and
   say nothing, cannot hold sockets for ever. uvicorn's own keep-alive timeout closes idle kept-alive
   connections; the request deadline (`request_timeout_s`, 408/504) covers bodies and work.
+- a request the HTTP parser refuses gets a JSON 400 like every other error (uvicorn's is plain text), and the
+  Authorization header reaches the app as sent (httptools parser; uvicorn strips its trailing whitespace): the
+  API key is compared exactly, so "Bearer KEY " is a wrong key (401).
 - `check_options`: nan, infinities, negatives, zero where it makes no sense and absurd sizes are refused with
   an `InputError` naming the option (`--port` for the CLI, `port` for the library).
 """
@@ -14,6 +17,7 @@ serving option (shared by `create_app` and `siglip serve`).
 from __future__ import annotations
 
 import errno
+import json
 import math
 import signal
 import socket
@@ -106,6 +110,19 @@ def protocol_class(http: str, header_timeout_s: float) -> type:
         connection (or of the previous response): whatever the client drips, the clock keeps running."""
 
         _head_timer: Any = None
+
+        def on_header(self, name: bytes, value: bytes) -> None:  # httptools only (h11 strips in its parser)
+            super().on_header(name, value)
+            if name.lower() == b"authorization":
+                self.headers[-1] = (b"authorization", value)  # as sent, trailing whitespace included
+
+        def send_400_response(self, msg: str) -> None:
+            error = {"type": "invalid_http", "message": f"the request is not valid HTTP/1.1 ({msg.rstrip('.')})"}
+            body = json.dumps({"error": error}).encode()
+            head = "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+            head += f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            self.transport.write(head.encode() + body)
+            self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
