@@ -256,7 +256,7 @@ def test_cli_json_and_comparison(shapes, tmp_path, capsys):
     argv += ["--cache-dir", str(tmp_path), "--out", str(out), "--device", "cpu", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "acc1 95% CI" in printed and "vs models" not in printed.split("\n")[0]
+    assert "top1 95% CI" in printed and "vs models" not in printed.split("\n")[0]
     records = json.loads(out.read_text())
     assert [r["pretrained"] for r in records] == ["float32", "bfloat16"]
     assert all({"dataset", "model", "task", "metrics"} <= set(r) for r in records)

@@ -55,6 +55,7 @@ class ModelSpec:
     model: Any = None
     processor: Any = None
     load_seconds: float = 0.0
+    _identity: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -93,9 +94,11 @@ class ModelSpec:
         """A digest of the weights (`bulk.run.model_identity`), the dtype and the preprocessing."""
         from ..bulk.run import model_identity
 
-        weights = model_identity(self.name, self.revision)
-        text = f"{weights}\0{self.dtype_name()}\0{self.preprocessing()}"
-        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        if self._identity is None:
+            weights = model_identity(self.name, self.revision)
+            text = f"{weights}\0{self.dtype_name()}\0{self.preprocessing()}"
+            self._identity = hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+        return self._identity
 
     def dtype_name(self) -> str:
         """The dtype it runs in ("auto" resolved: the loaded model's, else the checkpoint's), e.g. "float32"."""

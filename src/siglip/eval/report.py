@@ -87,12 +87,42 @@ def _percent(value: float | None) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * 100:.1f}"
 
 
+SHORT_NAMES = {
+    "acc1": "top1",
+    "acc5": "top5",
+    "mean_per_class_recall": "mean/class",
+    "lp_acc1": "probe top1",
+    "lp_acc5": "probe top5",
+    "lp_mean_per_class_recall": "probe mean/class",
+    "zeroshot_acc1": "zero-shot top1",
+}
+
+
+def short_name(metric: str) -> str:
+    """A column title for the table (the JSON keeps CLIP_benchmark's names)."""
+    if metric in SHORT_NAMES:
+        return SHORT_NAMES[metric]
+    for prefix, title in (("image_retrieval_recall@", "t2i R@"), ("text_retrieval_recall@", "i2t R@")):
+        if metric.startswith(prefix):
+            return title + metric.removeprefix(prefix)
+    if metric.startswith("lp_acc1_") and metric.endswith("shot"):
+        return metric.removeprefix("lp_acc1_").removesuffix("shot") + "-shot"
+    return metric
+
+
 def format_table(results: Sequence[EvalResult], per_class: bool = False) -> str:
     """The runs as a text table, then their comparison with the first run, and the settings used."""
     if not results:
         return ""
     names = list(results[0].metrics)
-    header = ["model", "dtype", *names, f"{results[0].headline} 95% CI", "images/s", "peak MiB"]
+    header = [
+        "model",
+        "dtype",
+        *map(short_name, names),
+        f"{short_name(results[0].headline)} 95% CI",
+        "images/s",
+        "peak MiB",
+    ]
     rows = []
     for result in results:
         low, high = result.intervals.get(result.headline, (None, None))
@@ -108,14 +138,17 @@ def format_table(results: Sequence[EvalResult], per_class: bool = False) -> str:
         )
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"{results[0].dataset}: {results[0].task}, {results[0].images} images (metrics in %)"]
+    if results[0].task == "zeroshot_retrieval":
+        lines[0] += "; t2i: text -> image (image_retrieval_recall@k), i2t: image -> text (text_retrieval_recall@k)"
     lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
     for first, other, comparison in comparisons(results):
-        lines.append(f"{other.label} vs {first.label}, {first.headline}: {comparison.line()}")
+        lines.append(f"{other.label} vs {first.label}, {short_name(first.headline)}: {comparison.line()}")
     for result in results:
         settings = result.settings
         templates = settings.get("templates")
+        texts = "captions as given" if templates is None else f"templates {templates!r}"
         lines.append(
-            f"{result.label}: templates {templates!r}; text {settings.get('padding')}; "
+            f"{result.label}: {texts}; text {settings.get('padding')}; "
             f"images {settings.get('image_processor')} {settings.get('resize')}, {settings.get('preprocessing')}; "
             f"dtype {settings.get('dtype')}"
         )
