@@ -97,7 +97,9 @@ def test_open_clip_folder_loads_directly(hub_folder, tmp_path, pixel_batch):
     convert(hub_folder, open_clip_dir, to="open_clip")
     reference = SiglipModel.from_pretrained(hub_folder)
     loaded = AutoModel.from_pretrained(open_clip_dir)
-    assert type(AutoProcessor.from_pretrained(open_clip_dir)).__name__ == "SiglipProcessor"
+    processor = AutoProcessor.from_pretrained(open_clip_dir)
+    assert type(processor).__name__ == "SiglipProcessor"
+    assert "attention_mask" not in processor(text=["a cat"], padding="max_length", return_tensors="pt")
     texts = ["a photo of a cat", "two dogs on the beach", "a cup of coffee"]
     input_ids = AutoTokenizer.from_pretrained(open_clip_dir)(texts, padding="max_length", return_tensors="pt")[
         "input_ids"
@@ -272,3 +274,30 @@ def _lonely_release(tmp_path: Path, npz: Path) -> Path:
     target.parent.mkdir()
     shutil.copyfile(npz, target)
     return target
+
+
+DEMO = Path(__file__).parent.parent / "models" / "siglip-demo-shapes"
+EXAMPLES = Path(__file__).parent.parent / "examples" / "images"
+
+
+@pytest.mark.parametrize("target", ["open_clip", "big_vision"])
+def test_pipeline_and_cli_take_other_formats(tmp_path, target, capsys):
+    """The demo model as an open_clip folder and as a .npz: the zero-shot pipeline and `siglip classify` give the
+    Hub folder's scores (its prompt template survives the open_clip round trip)."""
+    from siglip import pipeline
+
+    written = convert(DEMO, tmp_path / target, to=target)
+    source = tmp_path / target if target == "open_clip" else next(p for p in written if p.suffix == ".npz")
+    images = [str(EXAMPLES / "red_square.png"), str(EXAMPLES / "blue_circle.png")]
+    labels = ["red square", "blue circle", "green star"]
+    template = {} if target == "open_clip" else {"hypothesis_template": "a {}"}  # .npz files carry no prompt
+    expected = pipeline(model=str(DEMO))(images, candidate_labels=labels)
+    actual = pipeline(model=str(source))(images, candidate_labels=labels, **template)
+    for want, got in zip(expected, actual):
+        assert [r["label"] for r in want] == [r["label"] for r in got]
+        assert max(abs(a["score"] - b["score"]) for a, b in zip(want, got)) <= 1e-6
+    command = ["classify", images[0], "--labels", *labels, "--template", "a {}"]
+    assert cli_main([*command, "--model", str(DEMO)]) == 0
+    reference_output = capsys.readouterr().out
+    assert cli_main([*command, "--model", str(source)]) == 0
+    assert capsys.readouterr().out == reference_output

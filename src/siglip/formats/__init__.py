@@ -287,6 +287,7 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
         name = "Siglip2Tokenizer" if foreign.tokenizer_file == "tokenizer.json" else "SiglipTokenizer"
         (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": name}) + "\n", encoding="utf-8")
         return
+    # Padded to the text length, no attention mask: as open_clip and big_vision run the text tower.
     length = foreign.config["text_config"]["max_position_embeddings"]
     if foreign.tokenizer_file == "tokenizer.json":
         from ..text.gemma import Siglip2Tokenizer
@@ -297,11 +298,15 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
                 found = resolve_stored_file(source, filename, HubOptions(), required=filename == "tokenizer.json")
                 if found is not None:
                     shutil.copyfile(found, staging / filename)
-            Siglip2Tokenizer.from_pretrained(staging, model_max_length=length).save_pretrained(folder)
+            Siglip2Tokenizer.from_pretrained(
+                staging, model_max_length=length, model_input_names=["input_ids"]
+            ).save_pretrained(folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
         from ..text.tokenizer import SiglipTokenizer
 
         vocab = resolve_stored_file(source, "spiece.model", HubOptions())
-        SiglipTokenizer(vocab_file=vocab, model_max_length=length).save_pretrained(folder)
+        SiglipTokenizer(vocab_file=vocab, model_max_length=length, model_input_names=["input_ids"]).save_pretrained(
+            folder
+        )

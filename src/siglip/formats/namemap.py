@@ -115,7 +115,7 @@ def to_hub(
         except RuntimeError as error:
             raise CheckpointError(f"{source}: {', '.join(other_names)} do not fit together ({error}).") from None
         for name, tensor in zip(hub_names, _split(joined, (1,) * len(hub_names), other_names[0])):
-            state[name] = tensor.contiguous()
+            state[name] = tensor.clone(memory_format=torch.contiguous_format)  # owns its storage
         used.update(other_names)
     unused = sorted(names - used)
     if unused:
@@ -137,7 +137,7 @@ def from_hub(rules: Iterable[Rule], towers: Towers, state: dict[str, Tensor], so
         joined = torch.cat([state[name] for name in hub_names], dim=0)
         pieces = _split(joined, item.parts or (1,) * len(other_names), hub_names[0])
         for name, tensor in zip(other_names, pieces):
-            out[name] = backward(tensor, heads).contiguous()
+            out[name] = backward(tensor, heads).clone(memory_format=torch.contiguous_format)
         used.update(hub_names)
     unused = sorted(set(state) - used)
     if unused:

@@ -204,7 +204,10 @@ def hub_config(open_clip_config: dict[str, Any], source: str) -> dict[str, Any]:
             f"model_cfg.embed_dim ({embed_dim}) differs from the vision width ({vision['hidden_size']}): SigLIP's "
             f"vision tower has no projection."
         )
-    return {"model_type": "siglip", "architectures": ["SiglipModel"], "text_config": text, "vision_config": vision}
+    config = {"model_type": "siglip", "architectures": ["SiglipModel"], "text_config": text, "vision_config": vision}
+    if open_clip_config.get("hypothesis_template"):  # siglip's zero-shot prompt, kept by `siglip convert`
+        config["hypothesis_template"] = open_clip_config["hypothesis_template"]
+    return config
 
 
 def preprocess(open_clip_config: dict[str, Any], image_size: int) -> dict[str, Any]:
@@ -255,8 +258,8 @@ def open_clip_config(config: dict[str, Any], preprocessor: dict[str, Any], token
     match = next((size for size, sizes in named if sizes == wanted), None)
     if match and (("gelu_tanh" if (match, patch) in TIMM_TANH else "gelu") == act):
         vision_cfg["timm_model_name"] = f"vit_{match}_patch{patch}_siglip_{resolution}"
-    else:  # sizes no named ViT has: spelled out (open_clip's timm_model_kwargs)
-        vision_cfg["timm_model_name"] = f"vit_base_patch{patch}_siglip_{resolution}"
+    else:  # sizes no named ViT has: a named one with every size overridden (open_clip's timm_model_kwargs)
+        vision_cfg["timm_model_name"] = "vit_base_patch16_siglip_224"
         vision_cfg["timm_model_kwargs"] = {
             "embed_dim": width,
             "depth": wanted[1],
@@ -303,4 +306,7 @@ def open_clip_config(config: dict[str, Any], preprocessor: dict[str, Any], token
         "interpolation": names.get(preprocessor.get("resample", 3), "bicubic"),
         "resize_mode": "squash",
     }
-    return {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    settings = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+    if config.get("hypothesis_template"):  # open_clip ignores it; siglip reads it back
+        settings["hypothesis_template"] = config["hypothesis_template"]
+    return settings
