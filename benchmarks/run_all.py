@@ -41,6 +41,7 @@ SUITE = {
     "collection": ("bench_collection.py", [], ["--quick"]),
     "cpu-runtimes": ("bench_cpu_runtimes.py", [], ["--quick"]),
     "serve": ("bench_serve.py", [], ["--quick", "--rounds", "1"]),
+    "eval": ("bench_eval.py", [], ["--quick"]),
 }
 
 
