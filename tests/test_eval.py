@@ -313,3 +313,32 @@ def test_plot(shapes, demo, tmp_path):
         cache_dir=tmp_path,
     )
     assert plot_results(results, tmp_path / "chart.png").stat().st_size > 1000
+
+
+def test_webdataset_split_folders_side_files_and_json_list(shapes, tmp_path):
+    """CLIP_benchmark's webdataset layout (SPLIT/N.tar, classnames.txt, templates beside them) and a JSON list."""
+    root, records = shapes
+    wds = tmp_path / "wds"
+    for split in COUNTS:
+        (wds / split).mkdir(parents=True)
+        with tarfile.open(wds / split / "0.tar", "w") as tar:
+            for number, record in enumerate(r for r in records if r["split"] == split):
+                for extension, payload in (
+                    ("png", (root / record["image"]).read_bytes()),
+                    ("cls", str(SHAPES.index(record["label"])).encode()),
+                ):
+                    info = tarfile.TarInfo(f"s{number:04d}.{extension}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    (wds / "classnames.txt").write_text("\n".join(SHAPES) + "\n", encoding="utf-8")
+    (wds / "zeroshot_classification_templates.txt").write_text("a {}\na {} shape\n", encoding="utf-8")
+    data = read_dataset(wds)
+    assert data.templates == ["a {}", "a {} shape"] and data.split_names() == ["test", "train"]
+    folders = read_dataset(root / "shapes")
+    assert sorted(_samples(data)) == sorted((d, lab, None, s) for d, lab, _, s in _samples(folders))
+    listed = tmp_path / "records.json"
+    rows = [dict(path=str(root / r["image"]), label=r["label"], split=r["split"]) for r in records]
+    listed.write_text(json.dumps(rows), encoding="utf-8")
+    assert [(d, lab, s) for d, lab, _, s in _samples(read_dataset(listed))] == [
+        (d, lab, s) for d, lab, _, s in _samples(folders)
+    ]

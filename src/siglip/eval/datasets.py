@@ -6,8 +6,10 @@ Formats (`read_dataset` picks by what the path is):
 - a CSV / JSON-lines / Parquet table of image paths (relative to the table's folder) with a label and/or a
   caption column (defaults as `siglip train` reads them: `image`/`path`, `caption`/`text`, `label`; a `split`
   column when present); several rows with the same image are several captions of that image;
-- webdataset tars (a `.tar` or a folder of them): each sample's image with its `.cls` label, `.txt` caption or
-  `.json` fields (`label`/`cls`, `caption`/`text`/`captions`);
+- webdataset tars (a `.tar` or a folder of them, in split folders `train/`, `test/` or not): each sample's image
+  with its `.cls` label, `.txt` caption or `.json` fields (`label`/`cls`, `caption`/`text`/`captions`); a
+  `classnames.txt` and `zeroshot_classification_templates.txt` beside the tars are used (CLIP_benchmark's layout);
+- a `.json` list of records, read as a table;
 - the COCO / Flickr30k caption JSON of the Karpathy splits (`{"images": [{"filename", "filepath"?, "split",
   "sentences": [{"raw"}]}]}`), images relative to the JSON's folder unless `images_root` says otherwise.
 
@@ -32,7 +34,7 @@ IMAGE_COLUMNS = ("image", "path")
 CAPTION_COLUMNS = ("caption", "text")
 LABEL_COLUMN = "label"
 SPLIT_COLUMN = "split"
-SPLIT_FOLDERS = ("train", "val", "validation", "test")
+SPLIT_FOLDERS = ("train", "val", "valid", "validation", "test")
 TABLES = (".csv", ".jsonl", ".parquet")
 
 
@@ -48,6 +50,7 @@ class EvalData:
     classnames: list[str] | None = None
     captions: list[list[str]] | None = None
     splits: list[str] = field(default_factory=list)
+    templates: list[str] | None = None  # prompt templates the dataset ships (CLIP_benchmark's webdataset layout)
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -128,7 +131,7 @@ def read_dataset(
     if not path.exists():
         raise InputError(f"dataset {path} does not exist: give a class-folder tree, a table, tars or a caption JSON")
     names = read_classnames(classnames)
-    if is_webdataset(path):
+    if is_webdataset(path) or _holds_only_tars(path):
         return _webdataset(path, names)
     if path.is_dir():
         return _class_folders(path, names)
@@ -140,7 +143,11 @@ def read_dataset(
             raise InputError(f"cannot read {path}: {error}") from None
         if isinstance(document, dict) and "images" in document:
             return _karpathy(path, document, images_root)
-        raise InputError(f"{path} is not a Karpathy-split caption JSON (no 'images' list); a table must be .jsonl")
+        if isinstance(document, list) and all(isinstance(record, dict) for record in document):
+            fields = list(dict.fromkeys(name for record in document for name in record))
+            table = {name: [record.get(name) for record in document] for name in fields}
+            return _table(path, names, image_column, label_column, caption_column, split_column, table)
+        raise InputError(f"{path} is neither a Karpathy-split caption JSON ('images') nor a JSON list of records")
     if suffix in TABLES:
         return _table(path, names, image_column, label_column, caption_column, split_column)
     raise InputError(f"cannot read dataset {path}: give a folder, a .csv/.jsonl/.parquet table, .tar or a .json")
@@ -247,8 +254,9 @@ def _table(
     label_column: str | None,
     caption_column: str | None,
     split_column: str | None,
+    table: dict[str, list[Any]] | None = None,
 ) -> EvalData:
-    table = read_table(path)
+    table = read_table(path) if table is None else table
     image_key = _pick_column(table, image_column, IMAGE_COLUMNS, path)
     if image_key is None:
         raise InputError(f"{path} has no image column ({' or '.join(IMAGE_COLUMNS)}); name it with --image-column")
@@ -285,11 +293,28 @@ def _table(
     )
 
 
+WDS_CLASSNAMES = "classnames.txt"  # beside the tars, as CLIP_benchmark's webdataset datasets ship them
+WDS_TEMPLATES = "zeroshot_classification_templates.txt"
+
+
+def _holds_only_tars(path: Path) -> bool:
+    """A folder whose images all sit in tars: `.tar` files (in split subfolders or not) beside text side files."""
+    if not path.is_dir():
+        return False
+    files = list_folder(path)
+    return any(name.endswith(".tar") for name in files) and not any(is_supported_image(name) for name in files)
+
+
 def _webdataset(path: Path, names: Any) -> EvalData:
     root = path.parent if path.is_file() else path
-    images, raw_labels, captions = [], [], []
+    if names is None and (root / WDS_CLASSNAMES).is_file():
+        names = read_classnames(root / WDS_CLASSNAMES)
+    templates = read_lines_or_json(root / WDS_TEMPLATES, "templates") if (root / WDS_TEMPLATES).is_file() else None
+    images, raw_labels, captions, splits = [], [], [], []
     for tar in list_tars(path):
         relative = os.path.relpath(tar, root)
+        folder = Path(relative).parts[0] if len(Path(relative).parts) > 1 else ""
+        split = folder if folder in SPLIT_FOLDERS else ""
         for members in samples(tar).values():
             name = _image_member(members)
             if name is None:
@@ -311,6 +336,7 @@ def _webdataset(path: Path, names: Any) -> EvalData:
             images.append(f"{relative}{MEMBER_SEPARATOR}{name}")
             raw_labels.append("" if label is None else str(label).strip())
             captions.append(sample_captions)
+            splits.append(split)
     if not images:
         raise InputError(f"{path} holds no webdataset sample with an image")
     has_labels = any(raw_labels)
@@ -318,7 +344,14 @@ def _webdataset(path: Path, names: Any) -> EvalData:
         raise InputError(f"{path}: some samples have a label (.cls / json 'label') and some do not")
     labels, classnames = _class_index(raw_labels, names, path) if has_labels else (None, None)
     return EvalData(
-        path.stem, os.path.abspath(root), images, labels, classnames, captions if any(captions) else None, []
+        path.stem,
+        os.path.abspath(root),
+        images,
+        labels,
+        classnames,
+        captions if any(captions) else None,
+        splits,
+        templates,
     )
 
 

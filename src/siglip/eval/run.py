@@ -30,7 +30,7 @@ from .zero_shot import (
 )
 
 TASKS = {"zero-shot": "zeroshot_classification", "retrieval": "zeroshot_retrieval", "linear-probe": "linear_probe"}
-TEST_SPLITS = ("test", "val", "validation")
+TEST_SPLITS = ("test", "val", "valid", "validation")
 
 # make_bar(total, description) -> an object with update(n) and close(), e.g. a tqdm bar
 ProgressFactory = Callable[[int, str], Any]
@@ -89,13 +89,17 @@ def evaluate(
 
     zero-shot and retrieval use `split` (default: the data's test split when it has splits, else every image);
     the linear probe trains on the "train" split and tests on `split` (default "test"). `templates` are the
-    prompt templates of zero-shot (default: each model's own, see `zero_shot.model_template`). `save` writes
+    prompt templates of zero-shot (default: the dataset's, else each model's own, see `zero_shot.model_template`). `save` writes
     the full-data probe as a `SiglipForImageClassification` checkpoint (a subfolder per model when several).
     """
     if task not in TASKS:
         raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if not models:
         raise InputError("give at least one model to evaluate")
+    if templates is None and data.templates:
+        templates = (
+            data.templates
+        )  # the dataset's own prompt set (a webdataset's zeroshot_classification_templates.txt)
     if templates is not None:
         templates = check_templates(templates)
     options = dict(cache_dir=cache_dir, batch_size=batch_size, workers=workers, shard_size=shard_size)
