@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo browser fuzz
+.PHONY: install test lint demo browser interop-test fuzz
 install: $(BIN)/.installed
 
 test: install
@@ -34,3 +34,18 @@ browser:
 fuzz: install
 	$(BIN)/python tests/fuzz_api.py --max-examples 300 --seed 0 --time-budget 1800
 	$(BIN)/python tests/fuzz_images.py --count 30000 --seed 0
+
+# The open_clip / timm oracle of the checkpoint formats (tests/interop/), in a venv of its own: open_clip needs
+# torchvision, which does not import beside .venv's CPU torch 2.13.0. torch 2.14.1 + torchvision 0.29.1 install
+# from this machine's local wheels; siglip goes in editable, with torch pinned so that pip keeps it.
+INTEROP := .venv-interop
+$(INTEROP)/bin/.installed: pyproject.toml
+	$(PY) -m venv $(INTEROP)
+	$(INTEROP)/bin/pip install -q --upgrade pip
+	$(INTEROP)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(INTEROP)/bin/pip install -q open_clip_torch==3.3.0 timm==1.0.31 transformers==5.25.0 protobuf pytest
+	$(INTEROP)/bin/pip install -q -e . torch==2.14.1
+	touch $@
+
+interop-test: $(INTEROP)/bin/.installed
+	$(INTEROP)/bin/python -m pytest -q tests/interop
