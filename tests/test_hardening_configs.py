@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY_CONFIGS
@@ -262,3 +263,123 @@ def test_config_objects_refuse_hostile_values_directly():
     assert time.perf_counter() - started < 1.0
     good = siglip.SiglipConfig(text_config=TEXT, vision_config=VISION)
     assert siglip.SiglipConfig.from_dict(good.to_dict()) == good
+
+
+HOSTILE_VALUES = [-1, 0, "x", 10**12, None, [], {}, True, 1.5, float("inf"), -(10**12), [1, 2], {"a": 1}]
+TOWER_FIELDS = [
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "max_position_embeddings",
+    "num_channels",
+    "image_size",
+    "patch_size",
+    "layer_norm_eps",
+    "attention_dropout",
+    "hidden_act",
+    "projection_size",
+    "vision_use_head",
+    "pad_token_id",
+    "eos_token_id",
+    "id2label",
+    "label2id",
+    "num_labels",
+    "problem_type",
+    "dtype",
+    "architectures",
+]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sweep_of_hostile_config_values_gives_only_typed_errors_fast(model_folder, tmp_path):
+    """Every field x every hostile value, in each tower and at the top: a load either succeeds or raises a
+    SiglipError, each in well under a second (hundreds of hostile folders, as an audit would try)."""
+    folder = _copy(model_folder, tmp_path)
+    path = folder / "config.json"
+    original = json.loads(path.read_text())
+    untyped, slow, loaded = [], [], 0
+    for where in ("text_config", "vision_config", None):
+        for field in TOWER_FIELDS:
+            for value in HOSTILE_VALUES:
+                data = json.loads(json.dumps(original))
+                (data if where is None else data[where])[field] = value
+                path.write_text(json.dumps(data))
+                started = time.perf_counter()
+                try:
+                    siglip.SiglipModel.from_pretrained(folder)
+                    loaded += 1
+                except SiglipError:
+                    pass
+                except Exception as error:  # noqa: BLE001 - what the sweep is looking for
+                    untyped.append(f"{where}.{field}={value!r}: {type(error).__name__}: {error}")
+                if time.perf_counter() - started > 2.0:
+                    slow.append(f"{where}.{field}={value!r}")
+    assert untyped == [], "\n".join(untyped)
+    assert slow == []
+    assert loaded > 0  # values a config may legitimately hold (null for optional fields, ...) still load
+
+
+@pytest.mark.parametrize("processor", ["SiglipImageProcessor", "SiglipImageProcessorFast", "Siglip2ImageProcessor"])
+def test_sweep_of_hostile_preprocessor_values_gives_only_typed_errors(tmp_path, processor):
+    from siglip.image.processing_siglip2 import Siglip2ImageProcessor
+
+    cls = Siglip2ImageProcessor if processor == "Siglip2ImageProcessor" else getattr(siglip, processor)
+    cls().save_pretrained(tmp_path)
+    path = tmp_path / "preprocessor_config.json"
+    original = json.loads(path.read_text())
+    fields = [*original, "size", "patch_size", "max_num_patches", "num_workers"]
+    image = np.zeros((20, 30, 3), dtype=np.uint8)
+    untyped = []
+    for field in dict.fromkeys(fields):
+        for value in [*HOSTILE_VALUES, {"height": 10**6, "width": 10**6}, {"shortest_edge": -4}]:
+            path.write_text(json.dumps({**original, field: value}))
+            try:
+                cls.from_pretrained(tmp_path)(image, return_tensors="pt")
+            except SiglipError:
+                pass
+            except Exception as error:  # noqa: BLE001 - what the sweep is looking for
+                untyped.append(f"{field}={value!r}: {type(error).__name__}: {error}")
+    assert untyped == [], "\n".join(untyped)
+
+
+def test_sweep_of_hostile_tokenizer_config_values_gives_only_typed_errors(tokenizer_folder, tmp_path):
+    from siglip.text.tokenizer import SiglipTokenizer
+
+    folder = _copy(tokenizer_folder, tmp_path)
+    (folder / "special_tokens_map.json").unlink(missing_ok=True)
+    path = folder / "tokenizer_config.json"
+    original = json.loads(path.read_text())
+    untyped = []
+    for field in [*original, "additional_special_tokens", "bos_token", "mask_token"]:
+        for value in HOSTILE_VALUES:
+            path.write_text(json.dumps({**original, field: value}))
+            try:
+                SiglipTokenizer.from_pretrained(folder)(["a photo of a cat"], padding="max_length")
+            except SiglipError:
+                pass
+            except Exception as error:  # noqa: BLE001 - what the sweep is looking for
+                untyped.append(f"{field}={value!r}: {type(error).__name__}: {error}")
+    assert untyped == [], "\n".join(untyped)
+
+
+def test_sweep_of_hostile_gemma_tokenizer_config_values_gives_only_typed_errors(tmp_path):
+    from test_tokenizer_gemma import build_gemma_checkpoint
+
+    from siglip.text.gemma import Siglip2Tokenizer
+
+    folder = build_gemma_checkpoint(tmp_path / "gemma")
+    path = folder / "tokenizer_config.json"
+    original = json.loads(path.read_text())
+    untyped = []
+    for field in [*original, "model_max_length", "padding_side", "extra_special_tokens"]:
+        for value in HOSTILE_VALUES:
+            path.write_text(json.dumps({**original, field: value}))
+            try:
+                Siglip2Tokenizer.from_pretrained(folder)(["a photo of a cat"], padding="max_length", max_length=16)
+            except SiglipError:
+                pass
+            except Exception as error:  # noqa: BLE001 - what the sweep is looking for
+                untyped.append(f"{field}={value!r}: {type(error).__name__}: {error}")
+    assert untyped == [], "\n".join(untyped)

@@ -129,14 +129,13 @@ def _check_tower_size(fields: dict[str, Any]) -> None:
 
 def check_labels(id2label: Any, label2id: Any) -> None:
     """id2label: {index: name} with integer (or integer-string) indices; label2id: {name: index}."""
-    if id2label is not None:
-        if not isinstance(id2label, dict):
-            raise ConfigError(f"id2label must be an object {{index: label}}, got {type(id2label).__name__}.")
-        if len(id2label) > MAX_LABELS:
-            raise ConfigError(f"id2label has {len(id2label)} labels, more than {MAX_LABELS}.")
-        for key, value in id2label.items():
-            if _index(key) is None or not isinstance(value, str):
-                raise ConfigError(f"id2label must map integer indices to label strings, got {key!r}: {value!r}.")
+    if not isinstance(id2label, dict):
+        raise ConfigError(f"id2label must be an object {{index: label}}, got {type(id2label).__name__}.")
+    if len(id2label) > MAX_LABELS:
+        raise ConfigError(f"id2label has {len(id2label)} labels, more than {MAX_LABELS}.")
+    for key, value in id2label.items():
+        if _index(key) is None or not isinstance(value, str):
+            raise ConfigError(f"id2label must map integer indices to label strings, got {key!r}: {value!r}.")
     if label2id is not None:
         if not isinstance(label2id, dict):
             raise ConfigError(f"label2id must be an object {{label: index}}, got {type(label2id).__name__}.")

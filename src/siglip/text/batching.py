@@ -23,6 +23,7 @@ import numpy as np
 from ..batch import TENSOR_TYPES, BatchFeature
 from ..errors import InputError
 
+MAX_PAD_LENGTH = 1 << 20  # longest row padding may produce (a hostile model_max_length must not allocate TiBs)
 LARGE_INTEGER = int(1e20)  # the reference's threshold above which model_max_length means "no limit"
 PADDING = {True: "longest", False: "do_not_pad", None: "do_not_pad", "longest": "longest"}
 PADDING.update({"max_length": "max_length", "do_not_pad": "do_not_pad"})
@@ -161,6 +162,11 @@ def pack_rows(
         raise InputError("asking to pad but the tokenizer has no pad_token")
     if target is not None and pad_to_multiple_of and target % pad_to_multiple_of:
         target += pad_to_multiple_of - target % pad_to_multiple_of
+    if target is not None and target > MAX_PAD_LENGTH:
+        raise InputError(
+            f"padding to {target} tokens is more than {MAX_PAD_LENGTH}: pass max_length= (the model's text length, "
+            f"e.g. 64), or check model_max_length in tokenizer_config.json."
+        )
     if target is None and (lengths == lengths[0]).all():
         target = int(lengths[0])  # nothing to pad: the rectangular path serves as well
     if target is not None and lengths.max() <= target:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from ..errors import CheckpointError, InputError, SiglipError
+from ..errors import CheckpointError, ConfigError, InputError, SiglipError
 from ..files import read_json
 from ..hub import HubOptions, resolve_file
 from .batching import BatchingTokenizer, EncodedRows
@@ -117,6 +117,10 @@ class GemmaTokenizer(BatchingTokenizer):
             sep_token=sep_token,
             cls_token=cls_token,
         )
+        if eos_token is None or unk_token is None:  # the byte-fallback BPE and the row packing need both
+            raise ConfigError(
+                f"{type(self).__name__} needs an eos_token and an unk_token, got {eos_token!r} / {unk_token!r}."
+            )
         self.special_tokens = {key: _content(value) for key, value in specials.items() if value is not None}
         self.extra_special_tokens = [_content(token) for token in extra_special_tokens or []]
         file_padding = tokenizer_json.get("padding") or {}

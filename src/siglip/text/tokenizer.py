@@ -83,8 +83,13 @@ class SiglipTokenizer(SentencePieceEncoding):
         self.sp_model_kwargs = dict(sp_model_kwargs or {})
         self.sp_model = load_sentencepiece(self.vocab_file, self.sp_model_kwargs)
         self.eos_token, self.unk_token, self.pad_token = map(_token_content, (eos_token, unk_token, pad_token))
+        if not all(isinstance(token, str) for token in (self.eos_token, self.unk_token, self.pad_token)):
+            raise ConfigError(
+                f"eos_token, unk_token and pad_token must be token strings, got {eos_token!r}, {unk_token!r}, "
+                f"{pad_token!r}."
+            )
         self.additional_special_tokens = [_token_content(t) for t in additional_special_tokens or []]
-        self.model_max_length = model_max_length
+        self.model_max_length = int(1e30) if model_max_length is None else model_max_length  # None: no limit
         self.do_lower_case = do_lower_case
         if model_input_names is not None:
             self.model_input_names = list(model_input_names)
