@@ -269,7 +269,7 @@ def _linear_probe(
     if "train" not in data.split_names():
         raise InputError(
             f"the linear probe needs a train split: {data.name} has "
-            f"{'splits ' + ', '.join(data.split_names()) if data.split_names() else 'no splits'} (use DIR/train/CLASS/"
+            f"{'splits ' + ', '.join(data.split_names()) if data.split_names() else 'no splits'} (use DIR/train/CLASS/ "
             "and DIR/test/CLASS/ folders, or a 'split' column)"
         )
     test_split = split if split is not None else next((s for s in TEST_SPLITS if s in data.split_names()), None)
