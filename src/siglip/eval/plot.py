@@ -29,12 +29,18 @@ def plot_results(results: Sequence[EvalResult], path: str | os.PathLike) -> Path
     if results and results[0].task == "zeroshot_retrieval":
         for result in results:
             ks = result.details.get("ks", [])
-            for direction, style in (("image_retrieval", "-"), ("text_retrieval", "--")):
+            for direction, style, title in (
+                ("image_retrieval", "-", "text -> image"),
+                ("text_retrieval", "--", "image -> text"),
+            ):
                 values = [result.metrics[f"{direction}_recall@{k}"] * 100 for k in ks]
-                axes.plot(ks, values, style, marker="o", label=f"{result.label} {direction.replace('_', ' ')}")
+                axes.plot(ks, values, style, marker="o", label=f"{result.label}, {title}")
+        axes.set_xscale("log")
+        axes.minorticks_off()
+        ticks = results[0].details.get("ks", [])
+        axes.set_xticks(ticks, [str(k) for k in ticks])
         axes.set_xlabel("k")
         axes.set_ylabel("recall@k (%)")
-        axes.set_xscale("log")
     else:
         for result in results:
             speed = result.images_per_second or 0.0
