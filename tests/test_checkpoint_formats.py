@@ -24,6 +24,7 @@ from siglip.config import Siglip2Config, SiglipConfig
 from siglip.errors import CheckpointError, ConfigError, UnsafeCheckpointError
 from siglip.formats import detect
 from siglip.formats.convert import convert
+from siglip.hub import HubOptions
 from siglip.image.processing import SiglipImageProcessor
 from siglip.modeling.model import SiglipModel
 from siglip.modeling.siglip2 import Siglip2Model
@@ -301,3 +302,33 @@ def test_pipeline_and_cli_take_other_formats(tmp_path, target, capsys):
     reference_output = capsys.readouterr().out
     assert cli_main([*command, "--model", str(source)]) == 0
     assert capsys.readouterr().out == reference_output
+
+
+def test_open_clip_by_hub_id_from_cache_and_tokenizer_elsewhere(hub_folder, tmp_path, pixel_batch):
+    """An open_clip repo in a Hub-layout cache loads by id offline; a folder without tokenizer files takes the
+    tokenizer that text_cfg.hf_tokenizer_name names."""
+    from siglip.hub import store_in_cache
+
+    folder = _open_clip_copy(hub_folder, tmp_path)
+    store_in_cache(folder, "timm/ViT-tiny-SigLIP", tmp_path / "cache")
+    hub = {"cache_dir": str(tmp_path / "cache"), "local_files_only": True}
+    assert detect("timm/ViT-tiny-SigLIP", HubOptions(**hub)) == "open_clip"
+    by_id = AutoModel.from_pretrained("timm/ViT-tiny-SigLIP", **hub)
+    tokenizer = AutoTokenizer.from_pretrained("timm/ViT-tiny-SigLIP", **hub)
+    reference = SiglipModel.from_pretrained(hub_folder)
+    ids = tokenizer(["a photo of a cat"], padding="max_length", return_tensors="pt")["input_ids"]
+    assert max_diff(_outputs(by_id, pixel_batch(32), ids)[2], _outputs(reference, pixel_batch(32), ids)[2]) == 0
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("open_clip_config.json", "open_clip_model.safetensors"):
+        shutil.copyfile(folder / name, bare / name)
+    _edit_config(bare, lambda s: s["model_cfg"]["text_cfg"].update(hf_tokenizer_name=str(hub_folder)))
+    assert torch.equal(
+        AutoTokenizer.from_pretrained(bare)(["a photo of a cat"], padding="max_length", return_tensors="pt")[
+            "input_ids"
+        ],
+        ids,
+    )
+    _edit_config(bare, lambda s: s["model_cfg"]["text_cfg"].update(hf_tokenizer_name=None))
+    with pytest.raises(FileNotFoundError, match="hf_tokenizer_name"):
+        AutoTokenizer.from_pretrained(bare)

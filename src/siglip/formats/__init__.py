@@ -52,6 +52,7 @@ class Foreign:
     tokenizer_file: str  # "spiece.model" (SiglipTokenizer) or "tokenizer.json" (Gemma)
     read_weights: Callable[[], dict[str, torch.Tensor]]  # Hub-named tensors
     missing_tokenizer: str = ""  # what to do when `tokenizer` is None
+    tokenizer_options: HubOptions = HubOptions()  # how to reach `tokenizer` (the source's own Hub options)
 
     def weights(self) -> dict[str, torch.Tensor]:
         return self.read_weights()
@@ -122,7 +123,9 @@ def _open_clip(name: str | os.PathLike, options: HubOptions, allow_pickle: bool)
         **open_clip.preprocess(settings, config["vision_config"]["image_size"]),
     }
     text_cfg = settings["model_cfg"]["text_cfg"]
-    tokenizer, tokenizer_file = _open_clip_tokenizer(name, options, text_cfg.get("hf_tokenizer_name"))
+    tokenizer, tokenizer_file, tokenizer_options = _open_clip_tokenizer(
+        name, options, text_cfg.get("hf_tokenizer_name")
+    )
     config["text_config"].update(pad_token_id=0 if tokenizer_file == "tokenizer.json" else 1, eos_token_id=1)
 
     def read() -> dict[str, torch.Tensor]:
@@ -133,7 +136,9 @@ def _open_clip(name: str | os.PathLike, options: HubOptions, allow_pickle: bool)
         f"set model_cfg.text_cfg.hf_tokenizer_name in {open_clip.CONFIG_FILE} to a folder or Hub id with the "
         f"tokenizer, or put its files (spiece.model or tokenizer.json) beside the weights"
     )
-    return Foreign("open_clip", source, config, preprocessor, tokenizer, tokenizer_file, read, missing)
+    return Foreign(
+        "open_clip", source, config, preprocessor, tokenizer, tokenizer_file, read, missing, tokenizer_options
+    )
 
 
 def _open_clip_state(name: str | os.PathLike, options: HubOptions, allow_pickle: bool) -> dict[str, torch.Tensor]:
@@ -168,7 +173,7 @@ def _open_clip_state(name: str | os.PathLike, options: HubOptions, allow_pickle:
 
 def _open_clip_tokenizer(
     name: str | os.PathLike, options: HubOptions, hf_tokenizer_name: str | None
-) -> tuple[str | None, str]:
+) -> tuple[str | None, str, HubOptions]:
     """Where the tokenizer is (the folder itself, else text_cfg.hf_tokenizer_name) and which file it reads.
 
     Its own tokenizer_config.json says which: a Gemma class means tokenizer.json, a T5 / SigLIP class the
@@ -187,11 +192,11 @@ def _open_clip_tokenizer(
         config_path = resolve_stored_file(candidate, "tokenizer_config.json", candidate_options, required=False)
         cls = str(_read_json(config_path, "tokenizer_config.json").get("tokenizer_class", "")) if config_path else ""
         if "Gemma" in cls or "Siglip2" in cls:
-            return str(candidate), "tokenizer.json"
+            return str(candidate), "tokenizer.json", candidate_options
         if cls or resolve_stored_file(candidate, "spiece.model", candidate_options, required=False):
-            return str(candidate), "spiece.model"
-        return str(candidate), "tokenizer.json"
-    return None, "spiece.model"
+            return str(candidate), "spiece.model", candidate_options
+        return str(candidate), "tokenizer.json", candidate_options
+    return None, "spiece.model", HubOptions()
 
 
 # ---- big_vision -------------------------------------------------------------------------------------------
@@ -258,7 +263,8 @@ def hub_view(
     if detect(name_or_path, options) == "hub":
         return None
     path = Path(name_or_path).expanduser()
-    stamp = path.stat().st_mtime_ns if path.exists() else None
+    # a local source is re-read when it or its config changed (an edited file leaves the folder's mtime alone)
+    stamp = tuple(p.stat().st_mtime_ns for p in (path, path / open_clip.CONFIG_FILE) if p.exists())
     key = (str(path.resolve()) if path.exists() else str(name_or_path), stamp, options.revision, variant)
     if key not in _VIEWS:
         foreign = open_foreign(name_or_path, options, variant=variant)  # weights are not read here
@@ -283,6 +289,7 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
     )
     AutoImageProcessor.from_pretrained(folder).save_pretrained(folder)  # normalised by our own class
     source = tokenizer or foreign.tokenizer
+    options = foreign.tokenizer_options if tokenizer is None else HubOptions()
     if source is None:  # the class only: loading it then fails on its missing file, saying where to get it
         name = "Siglip2Tokenizer" if foreign.tokenizer_file == "tokenizer.json" else "SiglipTokenizer"
         (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": name}) + "\n", encoding="utf-8")
@@ -295,7 +302,7 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
         staging = Path(tempfile.mkdtemp(prefix="tokenizer-", dir=folder))
         try:  # the source's own files, as stored (not through a view)
             for filename in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                found = resolve_stored_file(source, filename, HubOptions(), required=filename == "tokenizer.json")
+                found = resolve_stored_file(source, filename, options, required=filename == "tokenizer.json")
                 if found is not None:
                     shutil.copyfile(found, staging / filename)
             Siglip2Tokenizer.from_pretrained(
@@ -306,7 +313,7 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
     else:
         from ..text.tokenizer import SiglipTokenizer
 
-        vocab = resolve_stored_file(source, "spiece.model", HubOptions())
+        vocab = resolve_stored_file(source, "spiece.model", options)
         SiglipTokenizer(vocab_file=vocab, model_max_length=length, model_input_names=["input_ids"]).save_pretrained(
             folder
         )
