@@ -11,12 +11,14 @@ makes a new cache entry. Folder: `CACHE/<model digest>/<images digest>/` (see `b
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +170,33 @@ def image_features(
     source = data.source_items()
     folder = Path(cache_dir or default_cache_dir()) / spec.identity() / source.fingerprint()[:24]
     folder.parent.mkdir(parents=True, exist_ok=True)
+    with _entry_lock(folder):
+        return _embed_and_read(folder, data, spec, source, hidden, batch_size, workers, shard_size, progress)
+
+
+@contextmanager
+def _entry_lock(folder: Path) -> Iterator[None]:
+    """Hold a lock on one cache entry: a second eval of the same images and model waits, then reads the shards
+    the first one wrote (instead of both embedding them)."""
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _embed_and_read(
+    folder: Path,
+    data: EvalData,
+    spec: ModelSpec,
+    source: Any,
+    hidden: int,
+    batch_size: int,
+    workers: int | None,
+    shard_size: int,
+    progress: Callable[[int], Any] | None,
+) -> ImageFeatures:
     job = BulkJob.create(
         folder,
         source,

@@ -203,11 +203,14 @@ def _class_index(
                 raise InputError(f"{source}: labels {bad[:5]} lie outside the {len(names)} class names given")
             return indices, list(names)
         keys = sorted(set(values))
-        if len(keys) > len(names):
-            raise InputError(f"{source} has {len(keys)} classes but {len(names)} class names were given")
         if all(value in names for value in values):  # labels are already class names
             return [names.index(value) for value in values], list(names)
-        return [keys.index(value) for value in values], list(names[: len(keys)])  # folder order = name order
+        if len(keys) != len(names):
+            raise InputError(
+                f"{source} has {len(keys)} classes but the class-name list has {len(names)}: a list names the classes "
+                "in sorted folder/label order, so it must have one name per class; a JSON object maps each to its name"
+            )
+        return [keys.index(value) for value in values], list(names)  # sorted folder order = name order
     numeric = all(value.isdigit() for value in values)
     keys = sorted(set(values), key=int) if numeric else sorted(set(values))
     if isinstance(names, dict):
