@@ -83,13 +83,8 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn  # noqa: F401 (the extra's HTTP server: its absence is named here)
-
-        from ..serve import Limits, create_app
-    except ImportError as error:
-        raise InputError(f"siglip serve needs its extra: pip install 'siglip[serve]' ({error})") from None
-    from ..serve.security import check_api_key
+    # The checks first (light imports: no torch, no starlette), so that a mistake is reported at once.
+    from ..serve.security import Limits, check_api_key
     from ..serve.server import bind_socket, check_options, run_server
 
     numbers = ("max_batch_size", "max_wait_ms", "max_queue", "max_body_bytes", "max_items", "max_text_chars")
@@ -134,6 +129,12 @@ def run(args: argparse.Namespace) -> int:
         from ..serve.ray_deployment import run_cli
 
         return run_cli(args, options)
+    try:
+        import uvicorn  # noqa: F401 (the extra's HTTP server: its absence is named here)
+
+        from ..serve import create_app
+    except ImportError as error:
+        raise InputError(f"siglip serve needs its extra: pip install 'siglip[serve]' ({error})") from None
     sock = bind_socket(args.host, args.port)  # before the model loads: a busy port fails at once
     try:
         app = create_app(args.model, args.collections, **options)

@@ -68,7 +68,7 @@ from .requests import (
 )
 from .schemas import ClassifyRequest, EmbeddingRequest, RequestError, SearchRequest, parse
 from .security import ApiKeyMiddleware, Limits, TooLargeError, UrlNotAllowedError, UrlPolicy, check_api_key
-from .server import check_options
+from .server import OPTION_RANGES, check_options
 
 logger = logging.getLogger("siglip.serve")
 RETRY_AFTER_S = 1
@@ -123,7 +123,7 @@ def create_app(
             stall_timeout_s=stall_timeout_s,
             label_cache_size=label_cache_size,
             decode_workers=decode_workers,
-            **vars(limits),
+            **{name: value for name, value in vars(limits).items() if name in OPTION_RANGES},
         )
     )
     metrics = ServeMetrics()
