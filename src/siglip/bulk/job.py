@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ImageError, InputError
 from .sources import SourceItems, is_supported_image, unreadable_reason
 from .writer import (
     ManifestRow,
@@ -284,13 +284,15 @@ def item_loader(source: SourceItems, processor: Any, honor_exif: bool) -> Callab
     with one item (a decoder's TypeError, struct.error or KeyError as much as an ImageError) becomes an
     `ImageError` naming it, so the job records it in the manifest and goes on."""
     from ..encode import draft_size, load_rgb
-    from ..errors import ImageError
     from .webdataset import read_member
 
     draft = draft_size(processor)
 
     def load(position: int) -> Any:
         located = source.locate(position)
+        reason = _special(source, position)  # stat in the worker threads, in parallel
+        if reason is not None:
+            raise UnsupportedItemError(reason)
         try:
             image = load_rgb(read_member(located) or located, honor_exif=honor_exif, draft_size=draft)
             return dict(processor(images=[image], return_tensors="pt"))
@@ -300,6 +302,11 @@ def item_loader(source: SourceItems, processor: Any, honor_exif: bool) -> Callab
             raise ImageError(f"cannot read image {located}: {type(error).__name__}: {error}") from None
 
     return load
+
+
+class UnsupportedItemError(ImageError):
+    """An item that is not a regular file (a FIFO, a device behind a symlink, a directory): recorded as
+    "unsupported" with this reason, never opened."""
 
 
 def _special(source: SourceItems, position: int) -> str | None:
@@ -362,10 +369,6 @@ def run_local(
                 assembler.add(shard.index, position, *settled[position])
                 if progress is not None:
                     progress(1)
-            elif is_supported_image(items[position]) and (reason := _special(job.source, position)) is not None:
-                assembler.add(shard.index, position, "unsupported", reason)  # a FIFO, /dev/zero, ...: never read
-                if progress is not None:
-                    progress(1)
             elif is_supported_image(items[position]):
                 owners.append((shard.index, position))
             else:
@@ -385,8 +388,9 @@ def run_local(
         positions, _stack, batch_size, load=counted_load, skip_errors=True, workers=workers, prefetch=PREFETCH
     )
     for batch in batches:
-        for index, error in batch.failures:
-            assembler.add(*owners[index], "corrupt", str(error))
+        for index, error in batch.failures:  # a FIFO or a device named x.jpg is "unsupported", never read
+            status = "unsupported" if isinstance(error, UnsupportedItemError) else "corrupt"
+            assembler.add(*owners[index], status, str(error))
         if batch.inputs is not None:
             with torch.inference_mode():
                 features = model.get_image_features(**model_inputs(batch.inputs, model.device, model.dtype))

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DependencyError, ImageError
 from .job import BulkJob, ShardAssembler, fp32_features
-from .sources import is_supported_image
+from .sources import is_supported_image, unreadable_reason
 
 STATUS, ERROR = "status", "error"
 
@@ -56,7 +56,7 @@ def decode_images(
     from PIL import Image
 
     from ..encode import draft_size, load_rgb
-    from .webdataset import read_member
+    from .webdataset import read_member, split_member
 
     processor = _processor(model, revision, use_fast, fast_decode)
     draft = draft_size(processor)
@@ -65,6 +65,8 @@ def decode_images(
         status, error, image = "ok", "", None
         if not is_supported_image(path):
             status, error = "unsupported", f"not an image file (suffix {os.path.splitext(path)[1] or '(none)'})"
+        elif split_member(path) is None and (reason := unreadable_reason(path)) is not None:
+            status, error = "unsupported", reason  # a FIFO or a device named x.jpg: never read
         else:
             try:
                 image = load_rgb(read_member(path) or path, honor_exif=honor_exif, draft_size=draft)
