@@ -13,7 +13,7 @@ and JSON, `plot` the charts (matplotlib, imported only there).
 
 from .cache import ImageFeatures, ModelSpec, default_cache_dir, image_features
 from .datasets import EvalData, read_dataset
-from .linear_probe import Probe, linear_probe, save_probe, train_probe
+from .linear_probe import Probe, fit_probes, save_probe, train_probe
 from .report import comparisons, format_table, to_json, write_json
 from .retrieval import RetrievalMetrics, retrieval_metrics
 from .run import TASKS, EvalResult, evaluate
@@ -39,7 +39,7 @@ __all__ = [
     "evaluate",
     "format_table",
     "image_features",
-    "linear_probe",
+    "fit_probes",
     "mcnemar",
     "read_dataset",
     "retrieval_metrics",

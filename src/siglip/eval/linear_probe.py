@@ -28,6 +28,7 @@ WEIGHT_DECAYS = tuple(10.0**e for e in range(-6, 2))  # 1e-6 ... 10
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = (0, 1, 2)
 SWEEP_FIT, SWEEP_HELD, SWEEP_ITERATIONS = 10_000, 5_000, 30  # the weight-decay sweep's sample and steps
+SWEEP_PATIENCE = 2  # the sweep stops after this many values in a row below its best held-out accuracy
 FINAL_ITERATIONS = 100
 SMALL_FIT = 1 << 22  # features x classes below which a fit runs on one thread
 
@@ -125,7 +126,8 @@ def train_probe(
     """Pick the weight decay on held-out data (given, else `fraction` of `features` per class), refit on all.
 
     The sweep sees at most `SWEEP_FIT` fitting and `SWEEP_HELD` held-out images (a seeded sample) with
-    `SWEEP_ITERATIONS` L-BFGS steps per value, warm-started; the final fit starts from the chosen sweep weights."""
+    `SWEEP_ITERATIONS` L-BFGS steps per value, warm-started, from the strongest value down; it stops once
+    `SWEEP_PATIENCE` values in a row score below its best. The final fit starts from the chosen sweep weights."""
     features, labels = features.float(), torch.as_tensor(labels, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
     if held_out is None:
@@ -149,6 +151,9 @@ def train_probe(
             init = fit_logistic(fit_x, fit_y, num_classes, weight_decay, init, max_iter=SWEEP_ITERATIONS)
             weights[weight_decay] = init
             scores[weight_decay] = float(((held_x @ init[0].t() + init[1]).argmax(-1) == held_y).float().mean())
+            trail = [scores[wd] for wd in sorted(scores)][:SWEEP_PATIENCE]  # the weakest values fitted so far
+            if len(trail) == SWEEP_PATIENCE and max(trail) < max(scores.values()):
+                break  # held-out accuracy fell for the last values: weaker ones only overfit more (and fit slowest)
         best = max(scores, key=lambda wd: (scores[wd], wd))  # ties: the stronger regularisation
         init = weights[best]
     weight, bias = fit_logistic((features - mean) / std, labels, num_classes, best, init, max_iter=FINAL_ITERATIONS)
@@ -182,7 +187,7 @@ class LinearProbeResult:
         return out
 
 
-def linear_probe(
+def fit_probes(
     train_features: torch.Tensor,
     train_labels: torch.Tensor,
     test_features: torch.Tensor,

@@ -17,7 +17,7 @@ import torch
 from ..errors import InputError
 from .cache import ImageFeatures, ModelSpec, image_features
 from .datasets import EvalData
-from .linear_probe import DEFAULT_SEEDS, DEFAULT_SHOTS, linear_probe, save_probe
+from .linear_probe import DEFAULT_SEEDS, DEFAULT_SHOTS, fit_probes, save_probe
 from .retrieval import DEFAULT_KS, retrieval_metrics
 from .stats import bootstrap_ci
 from .zero_shot import (
@@ -288,7 +288,7 @@ def _linear_probe(
     labels = torch.tensor(both.labels)
     is_train = torch.arange(len(both)) < len(train)
     fit, evaluate_on = ok & is_train, ok & ~is_train
-    result = linear_probe(
+    result = fit_probes(
         features.pooled[fit],
         labels[fit],
         features.pooled[evaluate_on],
