@@ -150,7 +150,7 @@ def test_big_vision_stacked_layers_read_like_separate_ones(hub_folder, tmp_path)
     scanned = tmp_path / "scanned" / "webli_en_b16_224_0.npz"
     scanned.parent.mkdir()
     np.savez(scanned, **flat)
-    with pytest.raises(CheckpointError, match="variant says b16"):  # the release name's size is checked
+    with pytest.raises(CheckpointError, match="en tokenizer has 32000 pieces"):  # what the release name says is checked
         SiglipModel.from_pretrained(scanned)
     model = SiglipModel.from_pretrained(scanned, variant="siglip")
     reference = SiglipModel.from_pretrained(hub_folder)
@@ -332,3 +332,10 @@ def test_open_clip_by_hub_id_from_cache_and_tokenizer_elsewhere(hub_folder, tmp_
     _edit_config(bare, lambda s: s["model_cfg"]["text_cfg"].update(hf_tokenizer_name=None))
     with pytest.raises(FileNotFoundError, match="hf_tokenizer_name"):
         AutoTokenizer.from_pretrained(bare)
+
+
+def test_several_npz_files_in_a_folder_are_refused(hub_folder, tmp_path):
+    convert(hub_folder, tmp_path / "bv", to="big_vision")
+    shutil.copyfile(tmp_path / "bv" / "siglip.npz", tmp_path / "bv" / "siglip-i18n.npz")
+    with pytest.raises(CheckpointError, match="several .npz files"):
+        SiglipModel.from_pretrained(tmp_path / "bv")

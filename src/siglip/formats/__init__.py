@@ -69,7 +69,13 @@ def detect(name_or_path: str | os.PathLike, options: HubOptions | None = None) -
             return "hub"
         if (path / open_clip.CONFIG_FILE).is_file():
             return "open_clip"
-        return "big_vision" if len(list(path.glob("*.npz"))) == 1 else "hub"
+        found = sorted(path.glob("*.npz"))
+        if len(found) > 1:
+            raise CheckpointError(
+                f"{path} holds several .npz files ({', '.join(p.name for p in found[:5])}) and no config.json: "
+                f"pass the path of the one to load."
+            )
+        return "big_vision" if found else "hub"
     if not HUB_ID.fullmatch(str(name_or_path)):
         return "hub"  # the Hub loader's own error follows
     key = (str(name_or_path), options.revision, str(options.cache_dir), options.local_files_only)

@@ -121,6 +121,7 @@ SIZES = {
     "so400m_16": (1152, 16),
     "g-opt16": (1536, 16),
 }
+VOCABULARIES = {"en": 32_000, "i18n": 250_000, "gemma": 256_000}
 SIGLIP_NAME = re.compile(r"webli_(en|i18n)_(b16|l16|so400m(?:_16)?)_(\d+)(?:_\d+)?")
 SIGLIP2_NAME = re.compile(r"siglip2_(b16|b32|l16|so400m14|so400m16|g-opt16)_(\d+|naflex)")
 FAMILIES = {
@@ -219,7 +220,12 @@ def hub_config(shapes: dict[str, tuple[int, ...]], variant: Variant, source: str
     text.update(pad_token_id=0, eos_token_id=1) if variant.vocabulary == "gemma" else text.update(
         pad_token_id=1, eos_token_id=1
     )
-    if variant.size is not None:
+    if variant.size is not None:  # a release: its vocabulary and size are known (the 250k / 256k mix-up)
+        if vocab != VOCABULARIES[variant.vocabulary]:
+            raise CheckpointError(
+                f"{source}: the variant's {variant.vocabulary} tokenizer has {VOCABULARIES[variant.vocabulary]} "
+                f"pieces but txt/Embed_0/embedding has {vocab} rows."
+            )
         width, patch = SIZES[variant.size]
         if (vision["hidden_size"], vision["patch_size"]) != (width, patch):
             raise CheckpointError(

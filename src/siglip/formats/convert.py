@@ -71,10 +71,11 @@ def _write_hub(
     if tokenizer is not None and foreign.tokenizer is None:
         foreign.tokenizer = tokenizer
     write_metadata(foreign, folder, tokenizer)
+    weights = foreign.weights()
     config = config_from_dict(foreign.config, source=str(source))
-    config.dtype = "float32"
+    config.dtype = str(next(iter(weights.values())).dtype).removeprefix("torch.")
     config.save_pretrained(folder)
-    save_safetensors(foreign.weights(), folder)
+    save_safetensors(weights, folder)
     return sorted(path for path in folder.iterdir() if path.is_file())
 
 
