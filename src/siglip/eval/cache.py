@@ -168,7 +168,7 @@ def image_features(
     config = spec.config()
     hidden = config.vision_config.hidden_size
     source = data.source_items()
-    folder = Path(cache_dir or default_cache_dir()) / spec.identity() / source.fingerprint()[:24]
+    folder = Path(cache_dir or default_cache_dir()) / spec.identity() / f"{source.fingerprint()[:24]}-{shard_size}"
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _entry_lock(folder):
         return _embed_and_read(folder, data, spec, source, hidden, batch_size, workers, shard_size, progress)
@@ -211,6 +211,8 @@ def _embed_and_read(
     pending = job.pending()
     embedded = sum(shard.stop - shard.start for shard in pending)
     if pending:
+        if progress is not None and embedded < len(data):
+            progress(len(data) - embedded)  # what the cache already holds
         model, processor = spec.load()
         if model.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(model.device)
@@ -229,13 +231,16 @@ def _read_features(job: BulkJob, folder: Path, hidden: int, embedded: int) -> Im
     failures = []
     for shard in job.shards:
         embeddings_path, manifest_path = job.paths(shard)
-        vectors = open_embeddings(embeddings_path)
+        positions, rows = [], []
         for position, row in zip(range(shard.start, shard.stop), read_manifest(manifest_path)):
             if row.status == "ok":
-                matrix[position] = vectors[row.row]
-                ok[position] = True
+                positions.append(position)
+                rows.append(row.row)
             else:
                 failures.append((job.source.items[position], row.error or row.status))
+        if positions:
+            matrix[positions] = open_embeddings(embeddings_path)[rows]
+            ok[positions] = True
     features = torch.from_numpy(matrix)
     embeds = features[:, :hidden]
     norms = embeds.norm(dim=-1, keepdim=True)
