@@ -26,7 +26,7 @@ from siglip.auto import AutoModel, AutoProcessor
 from siglip.bulk import embed_source
 from siglip.errors import InputError
 from siglip.prompt_template import check_template
-from siglip.serve import create_app
+from siglip.serve import Limits, create_app
 from siglip.serve.batcher import DynamicBatcher
 from siglip.serve.server import protocol_class
 
@@ -353,6 +353,25 @@ def test_serve_options_are_range_checked(args, message):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("siglip: error:") and message in lines[-1], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "options, name",
+    [
+        ({"max_wait_ms": math.nan}, "max_wait_ms"),
+        ({"request_timeout_s": -1}, "request_timeout_s"),
+        ({"stall_timeout_s": math.inf}, "stall_timeout_s"),
+        ({"max_batch_size": 0}, "max_batch_size"),
+        ({"max_queue": True}, "max_queue"),
+        ({"decode_workers": 0}, "decode_workers"),
+        ({"limits": Limits(max_items=-1)}, "max_items"),
+        ({"limits": Limits(url_timeout_s=math.nan)}, "url_timeout_s"),
+        ({"hypothesis_template": "{} {}"}, "hypothesis_template"),
+    ],
+)
+def test_create_app_checks_its_options_before_loading(options, name):
+    with pytest.raises(InputError, match=name):
+        create_app("/nonexistent/model/folder", **options)
 
 
 def test_a_busy_port_is_one_error_line_and_exit_2():
