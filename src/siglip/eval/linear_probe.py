@@ -182,7 +182,7 @@ class LinearProbeResult:
         """k -> (mean, standard deviation) of top-1 over seeds."""
         out = {}
         for k, values in self.k_shot.items():
-            tensor = torch.tensor(values)
+            tensor = torch.tensor(values, dtype=torch.float64)
             out[k] = (float(tensor.mean()), float(tensor.std(unbiased=False)) if len(values) > 1 else 0.0)
         return out
 
@@ -218,7 +218,7 @@ def fit_probes(
             k_probe = train_probe(
                 train_features[picked], train_labels[picked], num_classes, weight_decays=weight_decays, held_out=held
             )
-            accuracy = float((k_probe.logits(test_features).argmax(-1) == test_labels).float().mean())
+            accuracy = float((k_probe.logits(test_features).argmax(-1) == test_labels).double().mean())
             result.k_shot.setdefault(k, []).append(accuracy)
     return result
 

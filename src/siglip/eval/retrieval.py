@@ -68,8 +68,8 @@ def retrieval_metrics(
     image_ranks, text_ranks = retrieval_ranks(image_embeds, text_embeds, text_image)
     ks = tuple(sorted(set(ks)))
     return RetrievalMetrics(
-        image_to_text={k: float((image_ranks < k).float().mean()) for k in ks},
-        text_to_image={k: float((text_ranks < k).float().mean()) for k in ks},
+        image_to_text={k: float((image_ranks < k).double().mean()) for k in ks},
+        text_to_image={k: float((text_ranks < k).double().mean()) for k in ks},
         image_ranks=image_ranks,
         text_ranks=text_ranks,
         ks=ks,

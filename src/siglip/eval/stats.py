@@ -16,14 +16,14 @@ def bootstrap_ci(
     values: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-item `values` (e.g. 1.0 right, 0.0 wrong)."""
-    values = torch.as_tensor(values).float().flatten()
+    values = torch.as_tensor(values).double().flatten()
     if len(values) == 0:
         return (float("nan"), float("nan"))
     generator = torch.Generator().manual_seed(seed)
     draws = torch.randint(len(values), (samples, len(values)), generator=generator)
     means = values[draws].mean(dim=1)
     tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail]))
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
     return float(low), float(high)
 
 
@@ -56,12 +56,12 @@ def paired_bootstrap(
     a: torch.Tensor, b: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
 ) -> tuple[float, float, float]:
     """(low, high, two-sided p) of mean(b - a) resampling items jointly."""
-    diff = torch.as_tensor(b).float() - torch.as_tensor(a).float()
+    diff = torch.as_tensor(b).double() - torch.as_tensor(a).double()
     if len(diff) == 0:
         return (float("nan"), float("nan"), 1.0)
     generator = torch.Generator().manual_seed(seed)
     means = diff[torch.randint(len(diff), (samples, len(diff)), generator=generator)].mean(dim=1)
-    low, high = torch.quantile(means, torch.tensor([0.025, 0.975]))
+    low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=means.dtype))
     p = 2 * min(float((means <= 0).float().mean()), float((means >= 0).float().mean()))
     return float(low), float(high), min(1.0, p)
 
@@ -87,5 +87,5 @@ def compare(a: torch.Tensor, b: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, 
         raise InputError(f"runs to compare must cover the same items ({tuple(a.shape)} vs {tuple(b.shape)})")
     low, high, p = paired_bootstrap(a, b, samples, seed)
     mcnemar_p, a_only, b_only = mcnemar(a, b)
-    difference = float(b.float().mean() - a.float().mean()) if len(a) else 0.0
+    difference = float(b.double().mean() - a.double().mean()) if len(a) else 0.0
     return Comparison(difference, low, high, p, mcnemar_p, a_only, b_only)

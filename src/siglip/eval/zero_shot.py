@@ -94,7 +94,7 @@ def classification_metrics(
     confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
     confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
     counts = confusion.sum(dim=1)
-    recalls = confusion.diag().float() / counts.clamp_min(1)
+    recalls = confusion.diag().double() / counts.clamp_min(1)
     present = counts > 0
     per_class = [
         {"class": classnames[c], "count": int(counts[c]), "recall": float(recalls[c]) if present[c] else None}
