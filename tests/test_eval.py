@@ -342,3 +342,28 @@ def test_webdataset_split_folders_side_files_and_json_list(shapes, tmp_path):
     assert [(d, lab, s) for d, lab, _, s in _samples(read_dataset(listed))] == [
         (d, lab, s) for d, lab, _, s in _samples(folders)
     ]
+
+
+def test_feature_tower_matches_the_classifier_siglip2(tmp_path):
+    """One pass gives get_image_features and the classifier's (mask-aware, NaFlex) mean-pooled tokens."""
+    from siglip.config import Siglip2Config
+    from siglip.eval.cache import FeatureTower
+    from siglip.modeling.siglip2 import Siglip2Model
+
+    text = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2)
+    vision = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=2, patch_size=4)
+    torch.manual_seed(0)
+    Siglip2Model(Siglip2Config(text_config=text, vision_config={**vision, "num_patches": 16})).save_pretrained(tmp_path)
+    model = siglip.AutoModel.from_pretrained(tmp_path)
+    classifier = siglip.AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=0)
+    shapes = torch.tensor([[4, 4], [2, 6], [3, 3]])
+    inputs = dict(
+        pixel_values=torch.randn(3, 16, 48),
+        pixel_attention_mask=(torch.arange(16)[None] < shapes.prod(-1)[:, None]).long(),
+        spatial_shapes=shapes,
+    )
+    with torch.no_grad():
+        both = FeatureTower(model).get_image_features(**inputs)
+        embeds, pooled = both[:, :32], both[:, 32:]
+        assert torch.allclose(embeds, model.get_image_features(**inputs), atol=1e-6)
+        assert torch.allclose(pooled, classifier(**inputs).logits, atol=1e-6)
