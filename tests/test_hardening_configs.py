@@ -383,3 +383,25 @@ def test_sweep_of_hostile_gemma_tokenizer_config_values_gives_only_typed_errors(
             except Exception as error:  # noqa: BLE001 - what the sweep is looking for
                 untyped.append(f"{field}={value!r}: {type(error).__name__}: {error}")
     assert untyped == [], "\n".join(untyped)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_hostile_structure_of_config_json_through_the_auto_classes(model_folder, tmp_path):
+    """model_type / text_config / vision_config of the wrong type or kind: typed errors from every loader."""
+    folder = _copy(model_folder, tmp_path)
+    path = folder / "config.json"
+    original = json.loads(path.read_text())
+    values = [None, [], {}, "x", 1, ["siglip"], {"a": 1}, True, "siglip2", "siglip_text_model", "siglip2_vision_model"]
+    loaders = [siglip.AutoModel, siglip.AutoConfig, siglip.SiglipModel, siglip.SiglipVisionModel, siglip.SiglipConfig]
+    untyped = []
+    for key in ("model_type", "text_config", "vision_config"):
+        for value in values:
+            path.write_text(json.dumps({**original, key: value}))
+            for loader in loaders:
+                try:
+                    loader.from_pretrained(folder)
+                except SiglipError:
+                    pass
+                except Exception as error:  # noqa: BLE001 - what the sweep is looking for
+                    untyped.append(f"{key}={value!r} {loader.__name__}: {type(error).__name__}: {error}")
+    assert untyped == [], "\n".join(untyped)

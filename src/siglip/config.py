@@ -291,7 +291,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
 def config_from_dict(config_dict: dict[str, Any], source: str = "config.json") -> PretrainedConfig:
     """Build the config class that `config_dict['model_type']` names."""
     model_type = config_dict.get("model_type")
-    if model_type not in CONFIG_CLASSES:
+    if not isinstance(model_type, str) or model_type not in CONFIG_CLASSES:
         raise ConfigError(f"{source} has model_type {model_type!r}; siglip supports {sorted(CONFIG_CLASSES)}.")
     return CONFIG_CLASSES[model_type].from_dict(config_dict)
 

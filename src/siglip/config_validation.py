@@ -73,6 +73,13 @@ def check_float(name: str, value: Any, low: float, high: float, low_inclusive: b
 def check_config_fields(config: Any) -> None:
     """Check every known field that `config` (a config dataclass, after construction) carries."""
     fields = vars(config)
+    declared = getattr(type(config), "__dataclass_fields__", {})
+    for name in ("text_config", "vision_config"):
+        if name in fields and name not in declared:  # an extra key: a tower config holding a sub-config
+            raise ConfigError(
+                f"{name} belongs in a two-tower config (model_type siglip or siglip2), not in a "
+                f"{getattr(config, 'model_type', '')!r} config."
+            )
     for name, (low, high) in INT_BOUNDS.items():
         optional = name in OPTIONAL_FIELDS and getattr(type(config), name, 0) is None  # None is the default
         if name in fields and not (optional and fields[name] is None):
