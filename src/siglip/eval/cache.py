@@ -6,7 +6,8 @@ One image pass stores, per image, the model's image embedding (for zero-shot and
 vision tower's last hidden states (what `SiglipForImageClassification` classifies, so the linear probe trains on
 exactly the features its saved checkpoint computes). Evaluating another prompt set or another probe, or re-running
 after a kill, embeds only the images no finished shard holds. A changed image file (size or modification time)
-makes a new cache entry. Folder: `CACHE/<model digest>/<images digest>/` (see `bulk.writer` for its files).
+makes a new cache entry. Folder: `CACHE/<model digest>/<images digest>/` (the images' folder, paths, sizes and
+modification times; see `bulk.writer` for the files).
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ def image_features(
     config = spec.config()
     hidden = config.vision_config.hidden_size
     source = data.source_items()
-    folder = Path(cache_dir or default_cache_dir()) / spec.identity() / f"{source.fingerprint()[:24]}-{shard_size}"
+    images = hashlib.blake2b(f"{data.root}\0{source.fingerprint()}\0{shard_size}".encode(), digest_size=12)
+    folder = Path(cache_dir or default_cache_dir()) / spec.identity() / images.hexdigest()
     folder.parent.mkdir(parents=True, exist_ok=True)
     with _entry_lock(folder):
         return _embed_and_read(folder, data, spec, source, hidden, batch_size, workers, shard_size, progress)
