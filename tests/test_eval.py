@@ -367,3 +367,23 @@ def test_feature_tower_matches_the_classifier_siglip2(tmp_path):
         embeds, pooled = both[:, :32], both[:, 32:]
         assert torch.allclose(embeds, model.get_image_features(**inputs), atol=1e-6)
         assert torch.allclose(pooled, classifier(**inputs).logits, atol=1e-6)
+
+
+def test_probe_after_zero_shot_embeds_only_the_training_images(shapes, demo, tmp_path):
+    root, _ = shapes
+    data = read_dataset(root / "shapes")
+    model, processor = demo
+    spec = ModelSpec(str(DEMO), model=model, processor=processor)
+    seen = []
+    handle = model.vision_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(len(kwargs["pixel_values"])), with_kwargs=True
+    )
+    try:
+        evaluate("zero-shot", data, [spec], cache_dir=tmp_path)
+        assert sum(seen) == COUNTS["test"]
+        seen.clear()
+        [probe] = evaluate("linear-probe", data, [spec], cache_dir=tmp_path, shots=())
+        assert sum(seen) == COUNTS["train"]  # the test split's features come from the zero-shot run's cache entry
+    finally:
+        handle.remove()
+    assert probe.images == COUNTS["test"] and probe.details["train_images"] == COUNTS["train"]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -133,6 +134,26 @@ def _features(
             stacklevel=3,
         )
     return features
+
+
+def _concat(first: ImageFeatures, second: ImageFeatures) -> ImageFeatures:
+    """Two splits' features as one (each split is its own cache entry: a zero-shot run on the test split and a
+    probe on train + test share the test images' features)."""
+    counts = (len(first.ok), len(second.ok))
+    speeds = (first.images_per_second, second.images_per_second)
+    speed = None
+    if all(speeds):
+        speed = sum(counts) / sum(count / rate for count, rate in zip(counts, speeds))
+    peaks = [peak for peak in (first.peak_memory_mib, second.peak_memory_mib) if peak is not None]
+    return ImageFeatures(
+        torch.cat([first.embeds, second.embeds]),
+        torch.cat([first.pooled, second.pooled]),
+        np.concatenate([first.ok, second.ok]),
+        first.failures + second.failures,
+        first.embedded + second.embedded,
+        speed,
+        max(peaks) if peaks else None,
+    )
 
 
 def _settings(spec: ModelSpec, templates: Sequence[str] | None) -> dict[str, Any]:
@@ -276,17 +297,10 @@ def _linear_probe(
     if test_split is None or test_split == "train":
         raise InputError(f"the linear probe needs a test split besides train: {data.name} has {data.split_names()}")
     train, test = data.select("train"), data.select(test_split)
-    both = replace(
-        train,
-        images=train.images + test.images,
-        labels=train.labels + test.labels,
-        captions=None,
-        splits=train.splits + test.splits,
-    )
-    features = _features(both, spec, options, make_bar)  # one cache entry, one pass over both splits
+    features = _concat(_features(train, spec, options, make_bar), _features(test, spec, options, make_bar))
     ok = torch.from_numpy(features.ok)
-    labels = torch.tensor(both.labels)
-    is_train = torch.arange(len(both)) < len(train)
+    labels = torch.tensor(train.labels + test.labels)
+    is_train = torch.arange(len(labels)) < len(train)
     fit, evaluate_on = ok & is_train, ok & ~is_train
     result = fit_probes(
         features.pooled[fit],
