@@ -178,6 +178,22 @@ def test_siglip2_naflex_big_vision_round_trip(tmp_path):
     _assert_same_tensors(folder, tmp_path / "back")
     assert AutoModel.from_pretrained(npz).config.model_type == "siglip2"
     assert type(AutoTokenizer.from_pretrained(npz)).__name__ == "Siglip2Tokenizer"
+    # and through open_clip's NaFlexVit layout: (1, n, n, D) positions, a Linear patch embedding
+    convert(folder, tmp_path / "oc", to="open_clip")
+    settings = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())
+    vision = settings["model_cfg"]["vision_cfg"]
+    assert vision["timm_model_name"] == "naflexvit_base_patch16_siglip" and vision["image_seq_len"] == 16
+    assert vision["timm_model_kwargs"]["pos_embed_grid_size"] == [4, 4]
+    assert load_file(str(tmp_path / "oc" / "open_clip_model.safetensors"))["visual.trunk.embeds.pos_embed"].shape == (
+        1,
+        4,
+        4,
+        40,
+    )
+    processor = AutoProcessor.from_pretrained(tmp_path / "oc")
+    assert type(processor).__name__ == "Siglip2Processor" and processor.image_processor.max_num_patches == 16
+    convert(tmp_path / "oc", tmp_path / "back_oc")
+    _assert_same_tensors(folder, tmp_path / "back_oc")
 
 
 def test_transformers_loads_converted_folder(hub_folder, tmp_path, pixel_batch):

@@ -14,6 +14,7 @@ named ViT has. One real named architecture (ViT-B-16-SigLIP) runs as it is.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -133,7 +134,7 @@ def _randomise(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def _tokenizer_files(kind: str, folder: Path, spm: Path) -> int:
+def _tokenizer_files(kind: str, folder: Path, spm: Path | None) -> int:
     """Write the tokenizer into `folder` as the timm Hub repos carry it; returns its vocabulary size."""
     if kind == "gemma":
         from test_tokenizer_gemma import build_gemma_checkpoint
@@ -327,3 +328,102 @@ def test_real_named_architecture(tmp_path, spm, photos):
     again = open_clip.create_model(f"local-dir:{tmp_path / 'oc'}").eval()
     _compare(expected, _open_clip_outputs(again, pixel_values, input_ids), "ViT-B-16-SigLIP round trip in open_clip")
     assert type(AutoTokenizer.from_pretrained(tmp_path / "hub")).__name__ == "SiglipTokenizer"
+
+
+# ---- SigLIP2 NaFlex: timm's NaFlexVit in open_clip ----------------------------------------------------------
+NAFLEX = dict(
+    patch_size=8, embed_dim=48, depth=2, num_heads=3, mlp_ratio=3.0, act_layer="gelu_tanh", pos_embed_grid_size=(4, 4)
+)
+NAFLEX_TEXT = dict(
+    width=40, heads=4, layers=2, context_length=16, norm_kwargs={"eps": 1e-6}, act_kwargs={"approximate": "tanh"}
+)
+
+
+@register_model
+def naflexvit_siglip_oracle(pretrained: bool = False, **kwargs):
+    return timm.create_model("naflexvit_base_patch16_siglip", pretrained=pretrained, **dict(NAFLEX, **kwargs))
+
+
+def _naflex_cfg(vocab: int, *, for_siglip: bool) -> dict:
+    vision_cfg = {
+        "image_size": 32,
+        "timm_model_pretrained": False,
+        "timm_pool": "map",
+        "timm_proj": "none",
+        "timm_model_name": "naflexvit_siglip_oracle",
+    }
+    if for_siglip:  # open_clip main's fields (3.3.0 has neither): the patch budget and the spelled-out sizes
+        vision_cfg.update(
+            image_seq_len=24,
+            timm_model_name="naflexvit_base_patch16_siglip",
+            timm_model_kwargs={**NAFLEX, "pos_embed_grid_size": [4, 4]},
+        )
+    text_cfg = {"vocab_size": vocab, "no_causal_mask": True, "proj_bias": True, "pool_type": "last", **NAFLEX_TEXT}
+    return {"embed_dim": 48, "init_logit_bias": -10, "vision_cfg": vision_cfg, "text_cfg": text_cfg}
+
+
+def _naflex_inputs(folder: Path, photos):
+    """Our Siglip2Processor's patches, and the same patches as open_clip's NaFlex dict (row-major coordinates)."""
+    processor = AutoProcessor.from_pretrained(folder)  # Siglip2Processor: 64 tokens unless told (the tiny text has 16)
+    batch = processor(text=TEXTS[: len(photos)], images=photos, max_length=16, return_tensors="pt")
+    assert batch["pixel_values"].shape[1] == 24 and not batch["pixel_attention_mask"].all()  # padding present
+    coords = torch.zeros(*batch["pixel_attention_mask"].shape, 2, dtype=torch.long)
+    for row, (height, width) in enumerate(batch["spatial_shapes"].tolist()):
+        index = torch.arange(height * width)
+        coords[row, : height * width] = torch.stack([index // width, index % width], dim=-1)
+    patches = {
+        "patches": batch["pixel_values"],
+        "patch_coord": coords,
+        "patch_valid": batch["pixel_attention_mask"].bool(),
+    }
+    return batch, patches
+
+
+def _siglip2_outputs(model, batch):
+    image_inputs = {k: batch[k] for k in ("pixel_values", "pixel_attention_mask", "spatial_shapes")}
+    with torch.no_grad():
+        out = model(**batch)
+        return {
+            "image": model.get_image_features(**image_inputs),
+            "text": model.get_text_features(input_ids=batch["input_ids"]),
+            "logits_per_text": out.logits_per_text,
+        }
+
+
+def test_naflex_open_clip_folder_npz_and_transformers(tmp_path, photos):
+    folder = tmp_path / "naflex"
+    vocab = _tokenizer_files("gemma", folder, spm=None)
+    torch.manual_seed(0)
+    reference = _randomise(CustomTextCLIP(**_naflex_cfg(vocab, for_siglip=False)), seed=3)
+    _save_open_clip(reference, _naflex_cfg(vocab, for_siglip=True), folder)
+    batch, patches = _naflex_inputs(folder, photos)
+    expected = _open_clip_outputs(reference, patches, batch["input_ids"])
+    ours = AutoModel.from_pretrained(folder)
+    assert ours.config.model_type == "siglip2" and ours.config.vision_config.num_patches == 16
+    _compare(expected, _siglip2_outputs(ours, batch), "NaFlex open_clip folder")
+    # .npz: open_clip's own big_vision loader (its NaFlexVit branch) and siglip
+    (npz,) = [p for p in convert(folder, tmp_path / "npz", to="big_vision") if p.suffix == ".npz"]
+    if "NaFlexVit" in inspect.getsource(open_clip.convert.load_big_vision_weights):  # open_clip main; not 3.3.0
+        fresh = CustomTextCLIP(**_naflex_cfg(vocab, for_siglip=False)).eval()
+        open_clip.convert.load_big_vision_weights(fresh, str(npz))
+        _compare(expected, _open_clip_outputs(fresh, patches, batch["input_ids"]), "NaFlex npz in open_clip")
+    _compare(expected, _siglip2_outputs(AutoModel.from_pretrained(npz), batch), "NaFlex npz in siglip")
+    # the Hub folder in transformers
+    transformers = pytest.importorskip("transformers")
+    convert(folder, tmp_path / "hub")
+    theirs = transformers.AutoModel.from_pretrained(tmp_path / "hub").eval()
+    _compare(expected, _siglip2_outputs(theirs, batch), "NaFlex converted folder in transformers")
+    # and back to open_clip: open_clip loads it, timm rebuilds the tower from the written kwargs
+    convert(tmp_path / "hub", tmp_path / "oc", to="open_clip")
+    settings = json.loads((tmp_path / "oc" / "open_clip_config.json").read_text())
+    weights = load_file(str(tmp_path / "oc" / "open_clip_model.safetensors"))
+    again = CustomTextCLIP(**_naflex_cfg(vocab, for_siglip=False)).eval()
+    again.load_state_dict(weights, strict=True)
+    _compare(expected, _open_clip_outputs(again, patches, batch["input_ids"]), "NaFlex Hub -> open_clip in open_clip")
+    vision = settings["model_cfg"]["vision_cfg"]
+    trunk = timm.create_model(
+        vision["timm_model_name"], num_classes=0, global_pool="map", **vision["timm_model_kwargs"]
+    ).eval()
+    trunk.load_state_dict({k.removeprefix("visual.trunk."): v for k, v in weights.items() if k.startswith("visual.")})
+    with torch.no_grad():
+        _compare({"image": expected["image"]}, {"image": trunk(patches)}, "NaFlex timm_model_kwargs in timm")

@@ -124,10 +124,7 @@ def _open_clip(name: str | os.PathLike, options: HubOptions, allow_pickle: bool)
     source = str(name)
     settings = _read_json(resolve_stored_file(name, open_clip.CONFIG_FILE, options), open_clip.CONFIG_FILE)
     config = open_clip.hub_config(settings, source)
-    preprocessor = {
-        "image_processor_type": "SiglipImageProcessor",
-        **open_clip.preprocess(settings, config["vision_config"]["image_size"]),
-    }
+    preprocessor = open_clip.preprocess(settings, config["vision_config"])
     text_cfg = settings["model_cfg"]["text_cfg"]
     tokenizer, tokenizer_file, tokenizer_options = _open_clip_tokenizer(
         name, options, text_cfg.get("hf_tokenizer_name")
@@ -136,7 +133,8 @@ def _open_clip(name: str | os.PathLike, options: HubOptions, allow_pickle: bool)
 
     def read() -> dict[str, torch.Tensor]:
         state = _open_clip_state(name, options, allow_pickle)
-        return namemap.to_hub(open_clip.RULES, open_clip.towers(config), state.__getitem__, set(state), source)
+        table = open_clip.rules(config["model_type"] == "siglip2")
+        return namemap.to_hub(table, open_clip.towers(config), state.__getitem__, set(state), source)
 
     missing = (
         f"set model_cfg.text_cfg.hf_tokenizer_name in {open_clip.CONFIG_FILE} to a folder or Hub id with the "

@@ -111,7 +111,8 @@ def _write_other(
         preprocessor = _read(hub_source, "preprocessor_config.json", options, required=False)
         name = str(original) if HUB_ID.fullmatch(str(original)) and not is_local(original) else str(folder.resolve())
         settings = open_clip.open_clip_config(config, preprocessor, name)
-        tensors = namemap.from_hub(open_clip.RULES, open_clip.towers(config), state, str(original))
+        table = open_clip.rules(config.get("model_type") == "siglip2")
+        tensors = namemap.from_hub(table, open_clip.towers(config), state, str(original))
         from safetensors.torch import save_file
 
         target = folder / open_clip.WEIGHT_FILES[0]

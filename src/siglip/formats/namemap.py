@@ -56,6 +56,11 @@ LAYOUTS: dict[str, tuple[Callable[[Tensor, int], Tensor], Callable[[Tensor, int]
         lambda t, h: t.reshape(-1, t.shape[-1]),
         lambda t, h: t.reshape(round(t.shape[0] ** 0.5), -1, t.shape[-1]),
     ),
+    # a batch axis of 1 and a square grid (1, n, n, D) (timm's NaFlexVit) against (n * n, D)
+    "batch_grid": (
+        lambda t, h: t.reshape(-1, t.shape[-1]),
+        lambda t, h: t.reshape(1, round(t.shape[0] ** 0.5), -1, t.shape[-1]),
+    ),
     # flax Dense kernel (in, out) against torch Linear (out, in)
     "dense": (lambda t, h: t.T, lambda t, h: t.T),
     # attention q/k/v kernel (in, heads, head_dim) against (heads * head_dim, in)

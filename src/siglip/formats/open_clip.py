@@ -69,6 +69,25 @@ RULES: list[Rule] = [
     *pair(f"{_T}head", "text.text_projection.weight", "text.text_projection.bias"),
 ]
 
+# NaFlex towers (timm's NaFlexVit): a Linear over (ph, pw, c) patches and a (1, n, n, D) position grid.
+_NAFLEX_STEM = {
+    f"{_V}embeddings.patch_embedding.weight": rule(
+        f"{_V}embeddings.patch_embedding.weight", "visual.trunk.embeds.proj.weight"
+    ),
+    f"{_V}embeddings.patch_embedding.bias": rule(
+        f"{_V}embeddings.patch_embedding.bias", "visual.trunk.embeds.proj.bias"
+    ),
+    f"{_V}embeddings.position_embedding.weight": rule(
+        f"{_V}embeddings.position_embedding.weight", "visual.trunk.embeds.pos_embed", "batch_grid"
+    ),
+}
+
+
+def rules(naflex: bool) -> list[Rule]:
+    """The table for a FixRes tower (timm's VisionTransformer) or a NaFlex one (NaFlexVit)."""
+    return [_NAFLEX_STEM.get(item.hub[0], item) for item in RULES] if naflex else RULES
+
+
 # timm's SigLIP ViTs, `vit_{size}_patch{P}_siglip_{res}`: size -> (width, depth, heads, mlp_ratio).
 TIMM_SIZES = {
     "base": (768, 12, 12, 4.0),
@@ -79,6 +98,10 @@ TIMM_SIZES = {
 # The SigLIP2-only timm variants are defined with act_layer='gelu_tanh'; the others use exact GELU.
 TIMM_TANH = {("base", 32), ("so400m", 16), ("giantopt", 16)}
 TIMM_NAME = re.compile(r"vit_(base|large|so400m|giantopt)_patch(\d+)_siglip_(\d+)")
+TIMM_NAFLEX_NAME = re.compile(r"naflexvit_(base|so400m)_patch(\d+)_siglip")  # defined with gelu_tanh, 16x16 grid
+TIMM_KWARGS = {"embed_dim", "depth", "num_heads", "mlp_ratio", "patch_size", "act_layer", "global_pool"}
+FIXRES_KWARGS = TIMM_KWARGS | {"img_size", "class_token"}
+NAFLEX_KWARGS = TIMM_KWARGS | {"pos_embed_grid_size", "pos_embed_interp_mode"}
 TIMM_ACTS = {"gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 # Our preprocessor's PIL resample codes for open_clip's interpolation names.
 RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}
@@ -114,34 +137,23 @@ def _mlp(width: int, ratio: float) -> int:
 
 
 def vision_config(vision: dict[str, Any], where: str = "model_cfg.vision_cfg") -> dict[str, Any]:
-    """timm ViT settings (a named SigLIP ViT, then `timm_model_kwargs` overrides) -> our vision config dict."""
+    """timm ViT settings (a named SigLIP ViT or NaFlexVit, then `timm_model_kwargs` overrides) -> our vision config."""
     name = _field(vision, "timm_model_name", where)
-    match = TIMM_NAME.fullmatch(name)
-    if not match:
+    fixres, naflex = TIMM_NAME.fullmatch(name), TIMM_NAFLEX_NAME.fullmatch(name)
+    if not (fixres or naflex):
         raise ConfigError(
             f"{where}.timm_model_name is {name!r}; siglip maps timm's SigLIP ViTs (vit_{{base,large,so400m,"
-            f"giantopt}}_patch{{N}}_siglip_{{res}}); NaFlex and GAP variants are not supported."
+            f"giantopt}}_patch{{N}}_siglip_{{res}}, naflexvit_{{base,so400m}}_patch{{N}}_siglip); GAP variants "
+            f"have no MAP head."
         )
     _expect(vision, "timm_pool", where, ("map",), "avg")
     _expect(vision, "timm_proj", where, ("none", "", None), "linear")
-    size, patch, resolution = match.group(1), int(match.group(2)), int(match.group(3))
+    match = fixres or naflex
+    size, patch = match.group(1), int(match.group(2))
     width, depth, heads, ratio = TIMM_SIZES[size]
-    act = "gelu_tanh" if (size, patch) in TIMM_TANH else "gelu"
+    act = "gelu_tanh" if naflex or (size, patch) in TIMM_TANH else "gelu"
     kwargs = dict(vision.get("timm_model_kwargs") or {})
-    unknown = sorted(
-        set(kwargs)
-        - {
-            "embed_dim",
-            "depth",
-            "num_heads",
-            "mlp_ratio",
-            "patch_size",
-            "img_size",
-            "act_layer",
-            "class_token",
-            "global_pool",
-        }
-    )
+    unknown = sorted(set(kwargs) - (NAFLEX_KWARGS if naflex else FIXRES_KWARGS))
     if unknown:
         raise ConfigError(f"{where}.timm_model_kwargs.{unknown[0]} has no counterpart in a SigLIP vision config.")
     if kwargs.get("class_token", False) or kwargs.get("global_pool", "map") != "map":
@@ -150,21 +162,28 @@ def vision_config(vision: dict[str, Any], where: str = "model_cfg.vision_cfg") -
     if act not in TIMM_ACTS:
         raise ConfigError(f"{where}.timm_model_kwargs.act_layer {act!r} is not one of {sorted(TIMM_ACTS)}.")
     width = kwargs.get("embed_dim", width)
-    image_size = kwargs.get("img_size", vision.get("image_size", resolution))
-    if isinstance(image_size, (list, tuple)):
-        if len(set(image_size)) != 1:
-            raise ConfigError(f"{where}.image_size {image_size} is not square; SigLIP FixRes towers are.")
-        image_size = image_size[0]
-    return {
+    config = {
         "hidden_size": width,
         "num_hidden_layers": kwargs.get("depth", depth),
         "num_attention_heads": kwargs.get("num_heads", heads),
         "intermediate_size": _mlp(width, kwargs.get("mlp_ratio", ratio)),
         "patch_size": kwargs.get("patch_size", patch),
-        "image_size": int(image_size),
         "hidden_act": TIMM_ACTS[act],
         "layer_norm_eps": 1e-6,
     }
+    if naflex:
+        if kwargs.get("pos_embed_interp_mode", "bilinear") != "bilinear":
+            raise ConfigError(f"{where}.timm_model_kwargs.pos_embed_interp_mode: SigLIP2 resizes positions bilinearly.")
+        rows, cols = kwargs.get("pos_embed_grid_size", (16, 16))
+        if rows != cols:
+            raise ConfigError(f"{where}.timm_model_kwargs.pos_embed_grid_size must be square, got {(rows, cols)}.")
+        return {**config, "num_patches": rows * cols}
+    image_size = kwargs.get("img_size", vision.get("image_size", int(fixres.group(3))))
+    if isinstance(image_size, (list, tuple)):
+        if len(set(image_size)) != 1:
+            raise ConfigError(f"{where}.image_size {image_size} is not square; SigLIP FixRes towers are.")
+        image_size = image_size[0]
+    return {**config, "image_size": int(image_size)}
 
 
 def text_config(text: dict[str, Any], embed_dim: int, where: str = "model_cfg.text_cfg") -> dict[str, Any]:
@@ -204,29 +223,44 @@ def hub_config(open_clip_config: dict[str, Any], source: str) -> dict[str, Any]:
             f"model_cfg.embed_dim ({embed_dim}) differs from the vision width ({vision['hidden_size']}): SigLIP's "
             f"vision tower has no projection."
         )
-    config = {"model_type": "siglip", "architectures": ["SiglipModel"], "text_config": text, "vision_config": vision}
+    naflex = "num_patches" in vision  # SigLIP2 NaFlex; FixRes SigLIP2 is model_type "siglip", as on the Hub
+    config = {
+        "model_type": "siglip2" if naflex else "siglip",
+        "architectures": ["Siglip2Model" if naflex else "SiglipModel"],
+        "text_config": text,
+        "vision_config": vision,
+    }
     if open_clip_config.get("hypothesis_template"):  # siglip's zero-shot prompt, kept by `siglip convert`
         config["hypothesis_template"] = open_clip_config["hypothesis_template"]
     return config
 
 
-def preprocess(open_clip_config: dict[str, Any], image_size: int) -> dict[str, Any]:
-    """`preprocess_cfg` -> the image settings of `preprocessor_config.json`."""
+def preprocess(open_clip_config: dict[str, Any], vision: dict[str, Any]) -> dict[str, Any]:
+    """`preprocess_cfg` (+ the NaFlex sequence length) -> `preprocessor_config.json`."""
     settings = open_clip_config.get("preprocess_cfg") or {}
     where = "preprocess_cfg"
-    _expect(settings, "resize_mode", where, ("squash",), "squash")
-    interpolation = settings.get("interpolation", "bicubic")
+    naflex = "num_patches" in vision
+    interpolation = settings.get("interpolation", "bilinear" if naflex else "bicubic")
     if interpolation not in RESAMPLE:
         raise ConfigError(f"{where}.interpolation {interpolation!r} is not one of {sorted(RESAMPLE)}.")
-    size = settings.get("size", image_size)
-    if isinstance(size, (list, tuple)):
-        size = size[0]
-    return {
-        "size": {"height": int(size), "width": int(size)},
+    common = {
         "resample": RESAMPLE[interpolation],
         "image_mean": list(settings.get("mean", (0.5, 0.5, 0.5))),
         "image_std": list(settings.get("std", (0.5, 0.5, 0.5))),
     }
+    if naflex:  # aspect-preserving resize to a patch budget: open_clip's image_seq_len
+        budget = open_clip_config["model_cfg"]["vision_cfg"].get("image_seq_len") or vision["num_patches"]
+        return {
+            "image_processor_type": "Siglip2ImageProcessor",
+            "patch_size": vision["patch_size"],
+            "max_num_patches": int(budget),
+            **common,
+        }
+    _expect(settings, "resize_mode", where, ("squash",), "squash")
+    size = settings.get("size", vision["image_size"])
+    if isinstance(size, (list, tuple)):
+        size = size[0]
+    return {"image_processor_type": "SiglipImageProcessor", "size": {"height": int(size), "width": int(size)}, **common}
 
 
 # ---- the reverse direction ------------------------------------------------------------------------------
@@ -241,34 +275,41 @@ def open_clip_config(config: dict[str, Any], preprocessor: dict[str, Any], token
     text, vision = config["text_config"], config["vision_config"]
     if not vision.get("vision_use_head", True):
         raise ConfigError("vision_config.vision_use_head is false: open_clip's SigLIP always has the MAP head.")
-    if config.get("model_type") != "siglip":
-        raise ConfigError(f"model_type {config.get('model_type')!r}: only FixRes SigLIP ('siglip') maps to open_clip.")
-    width, patch, resolution = vision["hidden_size"], vision["patch_size"], vision["image_size"]
+    naflex = config.get("model_type") == "siglip2"
+    if config.get("model_type") not in ("siglip", "siglip2"):
+        raise ConfigError(f"model_type {config.get('model_type')!r} has no open_clip counterpart.")
+    width, patch = vision["hidden_size"], vision["patch_size"]
     act = {value: key for key, value in TIMM_ACTS.items()}.get(vision.get("hidden_act", "gelu_pytorch_tanh"))
     if act is None:
         raise ConfigError(f"vision_config.hidden_act {vision.get('hidden_act')!r} has no timm counterpart.")
     wanted = (width, vision["num_hidden_layers"], vision["num_attention_heads"], vision["intermediate_size"])
     named = [(size, (w, d, h, _mlp(w, r))) for size, (w, d, h, r) in TIMM_SIZES.items()]
-    vision_cfg: dict[str, Any] = {
-        "image_size": resolution,
-        "timm_model_pretrained": False,
-        "timm_pool": "map",
-        "timm_proj": "none",
-    }
     match = next((size for size, sizes in named if sizes == wanted), None)
-    if match and (("gelu_tanh" if (match, patch) in TIMM_TANH else "gelu") == act):
-        vision_cfg["timm_model_name"] = f"vit_{match}_patch{patch}_siglip_{resolution}"
-    else:  # sizes no named ViT has: a named one with every size overridden (open_clip's timm_model_kwargs)
-        vision_cfg["timm_model_name"] = "vit_base_patch16_siglip_224"
-        vision_cfg["timm_model_kwargs"] = {
-            "embed_dim": width,
-            "depth": wanted[1],
-            "num_heads": wanted[2],
-            "mlp_ratio": _ratio(width, wanted[3]),
-            "patch_size": patch,
-            "img_size": resolution,
-            "act_layer": act,
-        }
+    vision_cfg: dict[str, Any] = {"timm_model_pretrained": False, "timm_pool": "map", "timm_proj": "none"}
+    kwargs = {
+        "embed_dim": width,
+        "depth": wanted[1],
+        "num_heads": wanted[2],
+        "mlp_ratio": _ratio(width, wanted[3]),
+        "patch_size": patch,
+        "act_layer": act,
+    }
+    if naflex:
+        side = round(vision["num_patches"] ** 0.5)
+        vision_cfg.update(image_size=side * patch, image_seq_len=preprocessor.get("max_num_patches", side * side))
+        if match in ("base", "so400m") and act == "gelu_tanh" and side == 16:
+            vision_cfg["timm_model_name"] = f"naflexvit_{match}_patch{patch}_siglip"
+        else:  # sizes no named NaFlexVit has: a named one with every size overridden (timm_model_kwargs)
+            vision_cfg["timm_model_name"] = "naflexvit_base_patch16_siglip"
+            vision_cfg["timm_model_kwargs"] = {**kwargs, "pos_embed_grid_size": [side, side]}
+    else:
+        resolution = vision["image_size"]
+        vision_cfg["image_size"] = resolution
+        if match and ("gelu_tanh" if (match, patch) in TIMM_TANH else "gelu") == act:
+            vision_cfg["timm_model_name"] = f"vit_{match}_patch{patch}_siglip_{resolution}"
+        else:  # sizes no named ViT has: a named one with every size overridden (open_clip's timm_model_kwargs)
+            vision_cfg["timm_model_name"] = "vit_base_patch16_siglip_224"
+            vision_cfg["timm_model_kwargs"] = {**kwargs, "img_size": resolution}
     text_act = text.get("hidden_act", "gelu_pytorch_tanh")
     if text_act not in ("gelu", "gelu_pytorch_tanh"):
         raise ConfigError(f"text_config.hidden_act {text_act!r} has no open_clip counterpart.")
@@ -303,9 +344,10 @@ def open_clip_config(config: dict[str, Any], preprocessor: dict[str, Any], token
     preprocess_cfg = {
         "mean": list(preprocessor.get("image_mean", (0.5, 0.5, 0.5))),
         "std": list(preprocessor.get("image_std", (0.5, 0.5, 0.5))),
-        "interpolation": names.get(preprocessor.get("resample", 3), "bicubic"),
-        "resize_mode": "squash",
+        "interpolation": names.get(preprocessor.get("resample", 2 if naflex else 3), "bicubic"),
     }
+    if not naflex:
+        preprocess_cfg["resize_mode"] = "squash"
     settings = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     if config.get("hypothesis_template"):  # open_clip ignores it; siglip reads it back
         settings["hypothesis_template"] = config["hypothesis_template"]
