@@ -12,16 +12,26 @@ import torch
 BOOTSTRAP_SAMPLES = 1000
 
 
+def bootstrap_means(values: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """Means of `samples` resamples (with replacement) of per-item `values`, drawn in chunks so that 50k items x
+    1000 resamples never hold more than a few tens of MB."""
+    values = torch.as_tensor(values).double().flatten()
+    generator = torch.Generator().manual_seed(seed)
+    chunk = max(1, min(samples, 2_000_000 // max(1, len(values))))
+    means = [
+        values[torch.randint(len(values), (min(chunk, samples - start), len(values)), generator=generator)].mean(dim=1)
+        for start in range(0, samples, chunk)
+    ]
+    return torch.cat(means)
+
+
 def bootstrap_ci(
     values: torch.Tensor, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-item `values` (e.g. 1.0 right, 0.0 wrong)."""
-    values = torch.as_tensor(values).double().flatten()
-    if len(values) == 0:
+    if len(torch.as_tensor(values).flatten()) == 0:
         return (float("nan"), float("nan"))
-    generator = torch.Generator().manual_seed(seed)
-    draws = torch.randint(len(values), (samples, len(values)), generator=generator)
-    means = values[draws].mean(dim=1)
+    means = bootstrap_means(values, samples, seed)
     tail = (1 - level) / 2
     low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype))
     return float(low), float(high)
@@ -59,8 +69,7 @@ def paired_bootstrap(
     diff = torch.as_tensor(b).double() - torch.as_tensor(a).double()
     if len(diff) == 0:
         return (float("nan"), float("nan"), 1.0)
-    generator = torch.Generator().manual_seed(seed)
-    means = diff[torch.randint(len(diff), (samples, len(diff)), generator=generator)].mean(dim=1)
+    means = bootstrap_means(diff, samples, seed)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=means.dtype))
     p = 2 * min(float((means <= 0).float().mean()), float((means >= 0).float().mean()))
     return float(low), float(high), min(1.0, p)
@@ -74,7 +83,10 @@ def mcnemar(a: torch.Tensor, b: torch.Tensor) -> tuple[float, int, int]:
     n, k = a_only + b_only, min(a_only, b_only)
     if n == 0:
         return 1.0, a_only, b_only
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    # P(X <= k) for X ~ Binomial(n, 1/2), summed in log space (exact integers would take seconds at n = 20k)
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2) for i in range(k + 1)]
+    top = max(logs)
+    tail = math.exp(top) * sum(math.exp(value - top) for value in logs)
     return min(1.0, 2 * tail), a_only, b_only
 
 
