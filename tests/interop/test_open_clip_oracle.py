@@ -19,19 +19,23 @@ import json
 import math
 from pathlib import Path
 
-import open_clip
 import pytest
-import timm
-import torch
-from open_clip.model import CustomTextCLIP
-from PIL import Image
-from safetensors.torch import load_file, save_file
-from timm.models import register_model
-from timm.models.vision_transformer import _create_vision_transformer
 
-from siglip import AutoModel, AutoProcessor, AutoTokenizer
-from siglip.formats.convert import convert
-from siglip.text.tokenizer import SiglipTokenizer
+# open_clip needs torchvision, which does not import beside the main venv's CPU torch: these tests run in
+# `make interop-test`'s own venv and skip elsewhere.
+open_clip = pytest.importorskip("open_clip")
+timm = pytest.importorskip("timm")
+
+import torch  # noqa: E402
+from open_clip.model import CustomTextCLIP  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
+from timm.models import register_model  # noqa: E402
+from timm.models.vision_transformer import _create_vision_transformer  # noqa: E402
+
+from siglip import AutoModel, AutoProcessor, AutoTokenizer  # noqa: E402
+from siglip.formats.convert import convert  # noqa: E402
+from siglip.text.tokenizer import SiglipTokenizer  # noqa: E402
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 PHOTOS = ["chelsea.png", "astronaut.png", "coffee.png", "rocket.jpg"]
