@@ -17,6 +17,8 @@ from typing import Any
 from .run import EvalResult
 from .stats import Comparison, compare
 
+MAX_CONFUSION_CLASSES = 200  # a larger confusion matrix stays out of the JSON (ImageNet's would be 1M numbers)
+
 
 def comparisons(results: Sequence[EvalResult]) -> list[tuple[EvalResult, EvalResult, Comparison]]:
     """Every later run against the first, on its headline metric (same items: same dataset and split)."""
@@ -40,7 +42,11 @@ def record(result: EvalResult, comparison: Comparison | None = None) -> dict[str
         "images_per_second": result.images_per_second,
         "peak_memory_mib": result.peak_memory_mib,
         "settings": result.settings,
-        "details": {key: value for key, value in result.details.items() if key != "predictions"},
+        "details": {
+            key: value
+            for key, value in result.details.items()
+            if key != "predictions" and not (key == "confusion" and len(value) > MAX_CONFUSION_CLASSES)
+        },
     }
     if comparison is not None:
         extras["versus_first"] = {
