@@ -345,9 +345,13 @@ def test_open_clip_by_hub_id_from_cache_and_tokenizer_elsewhere(hub_folder, tmp_
         ],
         ids,
     )
-    _edit_config(bare, lambda s: s["model_cfg"]["text_cfg"].update(hf_tokenizer_name=None))
-    with pytest.raises(FileNotFoundError, match="hf_tokenizer_name"):
-        AutoTokenizer.from_pretrained(bare)
+    for unreachable in (None, str(tmp_path / "no-such-tokenizer")):  # the model loads, the tokenizer says what to do
+        _edit_config(bare, lambda s, name=unreachable: s["model_cfg"]["text_cfg"].update(hf_tokenizer_name=name))
+        assert (
+            SiglipModel.from_pretrained(bare).config.text_config.vocab_size == reference.config.text_config.vocab_size
+        )
+        with pytest.raises(FileNotFoundError, match="hf_tokenizer_name"):
+            AutoTokenizer.from_pretrained(bare)
 
 
 def test_several_npz_files_in_a_folder_are_refused(hub_folder, tmp_path):

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, UnsafeCheckpointError
+from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, UnsafeCheckpointError
 from ..hub import HUB_ID, HubOptions, resolve_stored_file
 from . import big_vision, namemap, open_clip
 
@@ -186,20 +186,19 @@ def _open_clip_tokenizer(
     for candidate, candidate_options in ((name, options), (hf_tokenizer_name, HubOptions())):
         if not candidate:
             continue
-        if resolve_stored_file(
-            candidate, "tokenizer_config.json", candidate_options, required=False
-        ) is None and not any(
-            resolve_stored_file(candidate, f, candidate_options, required=False)
-            for f in ("spiece.model", "tokenizer.json")
-        ):
+        try:  # an unreachable hf_tokenizer_name leaves the model loadable; the tokenizer then says what is missing
+            found = {
+                filename: resolve_stored_file(candidate, filename, candidate_options, required=False)
+                for filename in ("tokenizer_config.json", "spiece.model", "tokenizer.json")
+            }
+        except CheckpointNotFoundError:
             continue
-        config_path = resolve_stored_file(candidate, "tokenizer_config.json", candidate_options, required=False)
+        if not any(found.values()):
+            continue
+        config_path = found["tokenizer_config.json"]
         cls = str(_read_json(config_path, "tokenizer_config.json").get("tokenizer_class", "")) if config_path else ""
-        if "Gemma" in cls or "Siglip2" in cls:
-            return str(candidate), "tokenizer.json", candidate_options
-        if cls or resolve_stored_file(candidate, "spiece.model", candidate_options, required=False):
-            return str(candidate), "spiece.model", candidate_options
-        return str(candidate), "tokenizer.json", candidate_options
+        gemma = "Gemma" in cls or "Siglip2" in cls or (not cls and found["spiece.model"] is None)
+        return str(candidate), "tokenizer.json" if gemma else "spiece.model", candidate_options
     return None, "spiece.model", HubOptions()
 
 
