@@ -359,3 +359,23 @@ def test_several_npz_files_in_a_folder_are_refused(hub_folder, tmp_path):
     shutil.copyfile(tmp_path / "bv" / "siglip.npz", tmp_path / "bv" / "siglip-i18n.npz")
     with pytest.raises(CheckpointError, match="several .npz files"):
         SiglipModel.from_pretrained(tmp_path / "bv")
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("webli_en_b16_224_63724782.npz", ("siglip", "en", False, "b16", 224)),
+        ("/data/webli_i18n_so400m_16_256_78061115.npz", ("siglip", "i18n", False, "so400m_16", 256)),
+        ("webli_en_so400m_384_58765454.npz", ("siglip", "en", False, "so400m", 384)),
+        ("siglip2_g-opt16_384.npz", ("siglip2", "gemma", False, "g-opt16", 384)),
+        ("siglip2_so400m16_naflex.npz", ("siglip2", "gemma", True, "so400m16", None)),
+        ("siglip2-naflex", ("siglip2", "gemma", True, None, None)),
+        ("SigLIP-i18n", ("siglip", "i18n", False, None, None)),
+    ],
+)
+def test_big_vision_variant_names(name, expected):
+    from siglip.formats.big_vision import SIZES, parse_variant
+
+    variant = parse_variant(name)
+    assert (variant.family, variant.vocabulary, variant.naflex, variant.size, variant.resolution) == expected
+    assert variant.size is None or variant.size in SIZES
