@@ -164,7 +164,8 @@ def test_siglip2_naflex_big_vision_round_trip(tmp_path):
     folder = tmp_path / "hub2"
     build_gemma_checkpoint(folder)
     vision = {k: v for k, v in VISION.items() if k != "image_size"} | {"num_patches": 16}
-    config = Siglip2Config(text_config={**TEXT, "vocab_size": 300}, vision_config=vision)
+    vocab = len(AutoTokenizer.from_pretrained(folder))
+    config = Siglip2Config(text_config={**TEXT, "vocab_size": vocab}, vision_config=vision)
     torch.manual_seed(1)
     Siglip2Model(config).save_pretrained(folder)
     processor = {"image_processor_type": "Siglip2ImageProcessor", "patch_size": 8, "max_num_patches": 16}
@@ -282,6 +283,11 @@ def test_big_vision_variant_and_tokenizer_errors(hub_folder, tmp_path):
         convert(npz, tmp_path / "out", variant="siglip")
     convert(npz, tmp_path / "out", variant="siglip", tokenizer=str(hub_folder))
     assert (tmp_path / "out" / "spiece.model").is_file()
+    from test_tokenizer_gemma import build_gemma_checkpoint
+
+    gemma = build_gemma_checkpoint(tmp_path / "gemma")  # a tokenizer of another size: said, not silently used
+    with pytest.warns(UserWarning, match="tokens but the text embedding has 1500 rows"):
+        convert(npz, tmp_path / "out2", variant="siglip2", tokenizer=str(gemma))
     with pytest.raises(FileNotFoundError, match="carry no tokenizer"):
         AutoTokenizer.from_pretrained(_lonely_release(tmp_path, npz))
 

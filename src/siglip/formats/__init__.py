@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,15 +309,21 @@ def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None)
                 found = resolve_stored_file(source, filename, options, required=filename == "tokenizer.json")
                 if found is not None:
                     shutil.copyfile(found, staging / filename)
-            Siglip2Tokenizer.from_pretrained(
+            text_tokenizer: Any = Siglip2Tokenizer.from_pretrained(
                 staging, model_max_length=length, model_input_names=["input_ids"]
-            ).save_pretrained(folder)
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
         from ..text.tokenizer import SiglipTokenizer
 
         vocab = resolve_stored_file(source, "spiece.model", options)
-        SiglipTokenizer(vocab_file=vocab, model_max_length=length, model_input_names=["input_ids"]).save_pretrained(
-            folder
+        text_tokenizer = SiglipTokenizer(vocab_file=vocab, model_max_length=length, model_input_names=["input_ids"])
+    text_tokenizer.save_pretrained(folder)
+    rows = foreign.config["text_config"]["vocab_size"]
+    if len(text_tokenizer) != rows:  # e.g. a 250k multilingual tokenizer beside a 256k Gemma model
+        warnings.warn(
+            f"{foreign.source}: the tokenizer from {source} has {len(text_tokenizer)} tokens but the text embedding "
+            f"has {rows} rows; check that it is this model's tokenizer.",
+            stacklevel=2,
         )
