@@ -217,9 +217,7 @@ def hub_config(shapes: dict[str, tuple[int, ...]], variant: Variant, source: str
         max_position_embeddings=_shape(shapes, "txt/pos_embedding", source)[1],
         projection_size=_shape(shapes, "txt/head/kernel", source)[1],
     )
-    text.update(pad_token_id=0, eos_token_id=1) if variant.vocabulary == "gemma" else text.update(
-        pad_token_id=1, eos_token_id=1
-    )
+    text.update(pad_token_id=0 if variant.vocabulary == "gemma" else 1, eos_token_id=1)  # Gemma pads with <pad>
     if variant.size is not None:  # a release: its vocabulary and size are known (the 250k / 256k mix-up)
         if vocab != VOCABULARIES[variant.vocabulary]:
             raise CheckpointError(
