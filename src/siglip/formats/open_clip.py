@@ -2,9 +2,10 @@
 
 open_clip builds SigLIP from timm's ViT (`visual.trunk.*`, packed `attn.qkv`, a MAP head `attn_pool` with a
 separate query `q` and packed `kv`) and its own text transformer (`text.*`, nn.MultiheadAttention's packed
-`in_proj`, pooling the last token, no causal mask, `text_projection` with a bias). The math is the reference's;
-only names and packing differ, plus two settings the config carries: GELU exact or tanh (`act_kwargs`, timm's
-`act_layer`) and the text LayerNorm epsilon (`norm_kwargs`).
+`in_proj`, pooling the last token, no causal mask, `text_projection` with a bias); SigLIP2 NaFlex from timm's
+NaFlexVit (`embeds.proj` over (ph, pw, c) patches, a (1, n, n, D) position grid resized per image, bilinear with
+antialias). The math is the reference's; only names and packing differ, plus two settings the config carries:
+GELU exact or tanh (`act_kwargs`, timm's `act_layer`) and the text LayerNorm epsilon (`norm_kwargs`).
 """
 
 from __future__ import annotations
