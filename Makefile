@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint demo browser interop-test fuzz
+.PHONY: install test lint docs demo browser interop-test fuzz
 install: $(BIN)/.installed
 
 test: install
@@ -19,6 +19,11 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+
+# The documentation site (docs/, mkdocs.yml) into site/, warnings as errors: a broken link, anchor or API
+# reference fails the build.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 demo: install
 	$(BIN)/python examples/demo.py
