@@ -1,7 +1,7 @@
 """The main job, offline: zero-shot classification and embeddings with the demo model, loaded by Hub id.
 
 The model is `models/siglip-demo-shapes`, a small SigLIP we trained from scratch on synthetic coloured shapes
-(`examples/train_demo.py` reproduces it; its accuracies are in its metrics.json and the README). It is not a
+(`examples/train_demo.py` reproduces it; its accuracies are in its metrics.json and docs/training.md). It is not a
 general-purpose model: it knows six shapes, eight colours and three backgrounds, nothing else. The demo stores it
 in a Hugging Face Hub-layout cache under .cache/hub and runs the `siglip` CLI on it with HF_HUB_OFFLINE=1, the
 same code path as `google/siglip-base-patch16-224` from the Hub:

@@ -1,4 +1,4 @@
-"""Regenerate the README's screenshots of the `siglip serve` web page (docs/serve_screenshot.png, serve_zero_shot.png).
+"""Regenerate the docs' screenshots of the `siglip serve` web page (docs/serve_screenshot.png, serve_zero_shot.png).
 
 Runs the browser test (tests/test_serve_browser.py: the demo model, a collection of examples/images/, headless
 Chromium from `make browser`) with SIGLIP_SCREENSHOT_DIR=docs, so the pictures are what the test checked.

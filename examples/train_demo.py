@@ -11,7 +11,7 @@ What it does, all offline:
   2. trains a small SigLIP (ViT 32px / patch 8, 4 + 4 layers of width 128) with `siglip.train` on coloured
      shapes generated on the fly, captioned "a red circle" or "a circle", 8 of the 48 colour x shape
      combinations held out of training entirely; the text tower starts with sharper attention and stays
-     fixed for the first 40 % of the steps (the README's demo-model section says why);
+     fixed for the first 40 % of the steps (docs/training.md, "The demo model", says why);
   3. evaluates zero-shot on fresh held-out images and on the unseen combinations, writes the model,
      tokenizer, image processor, metrics.json and train_log.jsonl into --out;
   4. writes example images of seen combinations (examples/images/*.png + labels.json) that the test suite
@@ -62,7 +62,7 @@ MODEL = {
     ),
 }
 # Example images (fresh renderings, large, on fixed backgrounds) of combinations seen in training; how the model does
-# on the held-out combinations is in metrics.json ("unseen_combinations") and the README.
+# on the held-out combinations is in metrics.json ("unseen_combinations") and docs/training.md.
 EXAMPLES = [
     ("red", "square"),
     ("blue", "circle"),
