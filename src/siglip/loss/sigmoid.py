@@ -1,4 +1,4 @@
-"""The SigLIP pairwise sigmoid loss: plain, blockwise (memory-bounded) and, in `loss_distributed`, across ranks.
+"""The SigLIP pairwise sigmoid loss: plain and blockwise (memory-bounded); `distributed.py` runs it across ranks.
 
 Notation (one batch of B pairs; text i belongs with image i):
     z_ij = s * <t_i, x_j> + b          s = exp(logit_scale), b = logit_bias, t/x L2-normalised text/image rows
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from .errors import InputError
+from ..errors import InputError
 
-__all__ = ["sigmoid_loss", "sigmoid_loss_from_logits", "distributed_sigmoid_loss"]
+__all__ = ["sigmoid_loss", "sigmoid_loss_from_logits"]
 
 
 def sigmoid_loss(
@@ -241,8 +241,3 @@ def _check_pairs(
             raise InputError(f"{name} must be a one-element tensor (the model's parameter), got {got}.")
     if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1):
         raise InputError(f"block_size must be a positive int or None, got {block_size!r}.")
-
-
-# Re-exported here so that `siglip.loss` is the one place to import the loss from (defined after the helpers above,
-# which the distributed module uses).
-from .loss_distributed import distributed_sigmoid_loss  # noqa: E402

@@ -23,8 +23,8 @@ import torch
 import torch.distributed as dist
 from torch.autograd.function import once_differentiable
 
-from .errors import InputError
-from .loss import _check_pairs, pair_loss_sum
+from ..errors import InputError
+from .sigmoid import _check_pairs, pair_loss_sum
 
 
 def distributed_sigmoid_loss(
