@@ -117,7 +117,7 @@ class Index:
         self.kind = kind  # what the items are: "image" (paths) or "text"
         self.dim = shards[0].shape[1] if shards else 0
         self._ann: Any = None
-        self._encoder: tuple[Any, Any] | None = None
+        self._encoders: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     @classmethod
     def open(cls, folder: str | Path) -> Index:
@@ -317,20 +317,20 @@ class Index:
 
     # queries from texts and images ----------------------------------------------------------------------------
 
-    def encoder(self, model: Any = None, processor: Any = None) -> tuple[Any, Any]:
-        """(model, processor) that made the collection (loaded once), unless given."""
+    def encoder(
+        self, model: Any = None, processor: Any = None, *, dtype: str = "auto", device: str = "cpu"
+    ) -> tuple[Any, Any]:
+        """(model, processor) that made the collection, unless given: loaded once per --dtype name `dtype` and
+        `device` (by default as stored, on the CPU)."""
         if model is not None and processor is not None:
             return model, processor
-        if self._encoder is None:
+        if (dtype, device) not in self._encoders:
             if self.model_name is None:
                 raise InputError("this index does not know its model: pass model= and processor=")
-            from .auto import AutoModel, AutoProcessor
+            from .runtime import load_model_and_processor
 
-            self._encoder = (
-                AutoModel.from_pretrained(self.model_name).eval(),
-                AutoProcessor.from_pretrained(self.model_name),
-            )
-        return self._encoder
+            self._encoders[dtype, device] = load_model_and_processor(self.model_name, dtype=dtype, device=device)
+        return self._encoders[dtype, device]
 
     def search_text(
         self,

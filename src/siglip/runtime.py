@@ -1,11 +1,14 @@
-"""Model loading for services and the CLI alike: a `--dtype` name -> `from_pretrained` options, and the model +
-processor pair a job runs. Below the CLI, so services (`bulk`, `eval`, ...) load models without importing it.
+"""Model loading for services and the CLI alike: the one dtype vocabulary (`DTYPES`), a `--dtype` name ->
+`from_pretrained` options, and the one place that loads a model (`load_model`) and its processor
+(`load_model_and_processor`). Below the CLI, so services (`serve`, `bulk`, `eval`, ...) load models without
+importing it.
 
 Imports nothing heavy at the top: `siglip --help` imports this module through `cli.common`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .errors import InputError
@@ -44,21 +47,65 @@ def load_options(dtype: str, device: Any = "auto") -> dict[str, Any]:
     }
 
 
-def load_model_and_processor(
-    model: str,
+def dtype_names(*canonical: str) -> tuple[str, ...]:
+    """The `DTYPES` names (long and short, in table order) that mean one of the `canonical` dtypes, e.g.
+    `dtype_names("float32", "bfloat16")` -> ("float32", "fp32", "bfloat16", "bf16"): a command that takes only
+    some precisions still speaks the one vocabulary."""
+    return tuple(name for name, value in DTYPES.items() if value in canonical)
+
+
+def canonical_dtype(dtype: str, config: Any) -> str:
+    """The dtype name a model runs in for the --dtype `dtype` ("auto" resolved to the checkpoint's `config`),
+    e.g. "float32"."""
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {', '.join(sorted(DTYPES))}, got {dtype!r}")
+    if dtype == "auto":
+        return str(getattr(config, "dtype", None) or "float32")
+    return str(DTYPES[dtype]).removeprefix("torch.")
+
+
+def load_model(
+    model: str | os.PathLike,
     *,
-    dtype: str = "auto",
+    dtype: Any = "auto",
+    device: Any = "auto",
+    revision: str | None = None,
+    **options: Any,
+) -> Any:
+    """The model `model` names (AutoModel: `SiglipModel` / `Siglip2Model` / a tower, by config.json), on `device`
+    in `dtype`, in eval mode.
+
+    `dtype` is a --dtype name (`DTYPES`, translated by `load_options`) or anything `from_pretrained(dtype=...)`
+    takes (a torch dtype or its name), passed on as it is. `options` are further `from_pretrained` options (Hub:
+    `cache_dir`, `token`, ...; `quantization`; config fields)."""
+    from .auto import AutoModel
+
+    if isinstance(dtype, str) and dtype in DTYPES:
+        settings = load_options(dtype, device)
+    else:
+        settings = {"dtype": dtype, "device": device}
+    return AutoModel.from_pretrained(model, **settings, revision=revision, **options).eval()
+
+
+def load_model_and_processor(
+    model: str | os.PathLike,
+    *,
+    dtype: Any = "auto",
     device: Any = "auto",
     revision: str | None = None,
     use_fast: bool = False,
     fast_decode: bool = False,
+    processor: Any = None,
+    model_options: dict[str, Any] | None = None,
+    **hub: Any,
 ) -> tuple[Any, Any]:
-    """The model (AutoModel: `SiglipModel` / `Siglip2Model`) and processor `model` names, on `device` in the
-    --dtype `dtype`, in eval mode; `use_fast` / `fast_decode` as in `encode.load_processor`."""
-    from .auto import AutoModel
+    """(model, processor) `model` names: the model as `load_model` loads it (`model_options` go to its
+    `from_pretrained` only), the processor as `encode.load_processor` does (`use_fast` / `fast_decode`: the
+    approximate preprocessing modes), unless `processor` is given. `hub`: Hub options for both (`cache_dir`,
+    `token`, `local_files_only`, ...)."""
     from .encode import load_processor
 
-    hub = {"revision": revision} if revision else {}
-    processor = load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
-    loaded = AutoModel.from_pretrained(model, **load_options(dtype, device), **hub)
-    return loaded.eval(), processor
+    if processor is None:
+        processor = load_processor(str(model), use_fast=use_fast, fast_decode=fast_decode, revision=revision, **hub)
+    options = {**hub, **(model_options or {})}
+    return load_model(model, dtype=dtype, device=device, revision=revision, **options), processor

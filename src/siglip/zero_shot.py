@@ -219,14 +219,16 @@ def pipeline(
         raise InputError(f"task {task!r} is not supported; siglip provides {TASKS}.")
     if model is None:
         raise InputError("pipeline() needs model=<Hub id or local folder>, e.g. 'google/siglip-base-patch16-224'.")
-    from .auto import AutoModel, AutoProcessor
-
     processor = hub_kwargs.pop("processor", None)
     if isinstance(model, str | os.PathLike):
-        dtype = torch_dtype if torch_dtype is not None else dtype
-        processor = processor or AutoProcessor.from_pretrained(model, **hub_kwargs)
-        options = {"dtype": dtype or "auto", "device": device, **hub_kwargs, **(model_kwargs or {})}
-        model = AutoModel.from_pretrained(model, **options)
+        from .runtime import load_model_and_processor
+
+        model_options = dict(model_kwargs or {})  # as in transformers, they may set dtype and device too
+        dtype = model_options.pop("dtype", (torch_dtype if torch_dtype is not None else dtype) or "auto")
+        device = model_options.pop("device", device)
+        model, processor = load_model_and_processor(
+            model, dtype=dtype, device=device, processor=processor, model_options=model_options, **hub_kwargs
+        )
     elif processor is None:
         raise InputError("pass processor= together with a loaded model.")
     elif device is not None or dtype is not None:

@@ -39,8 +39,7 @@ def _processor(model: str, revision: str | None, use_fast: bool = False, fast_de
     """One processor per worker process (Ray reuses workers across tasks)."""
     from ..encode import load_processor
 
-    hub = {"revision": revision} if revision else {}
-    return load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
+    return load_processor(model, use_fast=use_fast, fast_decode=fast_decode, revision=revision)
 
 
 def decode_images(
@@ -92,12 +91,10 @@ class _Embedder:
     def __init__(self, model: str, revision: str | None, dtype: str, device: str, normalize: bool) -> None:
         import torch
 
-        from ..auto import AutoModel
-        from ..cli.common import load_options
+        from ..runtime import load_model
 
         torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-        hub = {"revision": revision} if revision else {}
-        self.model = AutoModel.from_pretrained(model, **load_options(dtype, device), **hub).eval()
+        self.model = load_model(model, dtype=dtype, device=device, revision=revision)
         self.model_name, self.revision, self.normalize = model, revision, normalize
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from ..errors import ConfigError, InputError, SiglipError
 from ..files import read_regular
+from ..runtime import canonical_dtype
 from .collection import COLLECTION_FILE, LOCK_FILE, STATE_FILE, Collection, Settings, writer_lock
 from .job import FORMATS, JOB_FILE, MAX_BATCH_SIZE, BulkJob, JobSummary, embedding_dim, run_local
 from .sources import TABLE_SUFFIXES, SourceItems, list_source
@@ -40,17 +41,6 @@ def model_identity(model: str, revision: str | None = None) -> str:
         if path.name.endswith(WEIGHT_SUFFIXES) and path.is_file():
             digest.update(f"\0{path.name}\0{path.stat().st_size}".encode())
     return digest.hexdigest()
-
-
-def canonical_dtype(dtype: str, config: Any) -> str:
-    """The dtype name the model runs in ("auto" resolved to the checkpoint's), e.g. "float32"."""
-    from ..cli.common import DTYPES
-
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {', '.join(sorted(DTYPES))}, got {dtype!r}")
-    if dtype == "auto":
-        return str(getattr(config, "dtype", None) or "float32")
-    return str(DTYPES[dtype]).removeprefix("torch.")
 
 
 def source_type(source: Path, items: SourceItems) -> str:
@@ -122,7 +112,7 @@ def embed_source(
 
     `source` is a folder of images (or of webdataset `.tar`s), a text file (one text per line) or a CSV/Parquet
     file with `column` (texts, or image paths with `kind="image"`; `key` names its row-key column). `dtype`
-    is a name of `cli.common.DTYPES`. With `ray`, the embedding runs on Ray Data (`ray_address`: a cluster
+    is a name of `runtime.DTYPES`. With `ray`, the embedding runs on Ray Data (`ray_address`: a cluster
     address, None for a local instance) with `ray_actors` model replicas; otherwise in this process with
     `workers` decoding threads. `use_fast` picks the batched torch image processor, `fast_decode` reduced-scale
     JPEG decoding (both approximate, see the README). `dry_run` plans without writing; `rebuild` discards the
@@ -142,8 +132,7 @@ def embed_source(
     items = list_source(source, column=column, kind=kind, exclude=out, key=key)
     if not items.items:
         raise InputError(f"nothing to embed: {source} holds no items")
-    hub = {"revision": revision} if revision else {}
-    config = AutoConfig.from_pretrained(model, **hub)
+    config = AutoConfig.from_pretrained(model, revision=revision)
     modes = [name for name, on in (("fast_decode", fast_decode), ("use_fast", use_fast)) if on]
     settings = Settings(
         kind=items.kind,
@@ -286,7 +275,6 @@ class Runner:
         remaining = sum(shard.stop - shard.start for shard in pending)
         bar = make_bar(total, total - remaining) if make_bar is not None and total else None
         update = bar.update if bar is not None else None
-        hub = {"revision": self.revision} if self.revision else {}
         try:
             if pending and self.ray:
                 from .ray_runner import run_ray
@@ -306,15 +294,19 @@ class Runner:
                     progress=update,
                 )
             elif pending:
-                from ..auto import AutoModel
-                from ..cli.common import load_options
-                from ..encode import load_processor
+                from ..runtime import load_model_and_processor
 
-                processor = load_processor(self.model, use_fast=self.use_fast, fast_decode=self.fast_decode, **hub)
-                model = AutoModel.from_pretrained(self.model, **load_options(self.dtype, self.device), **hub)
+                model, processor = load_model_and_processor(
+                    self.model,
+                    dtype=self.dtype,
+                    device=self.device,
+                    revision=self.revision,
+                    use_fast=self.use_fast,
+                    fast_decode=self.fast_decode,
+                )
                 gauge = run_local(
                     job,
-                    model.eval(),
+                    model,
                     processor,
                     batch_size=self.batch_size,
                     workers=self.workers,

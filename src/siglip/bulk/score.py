@@ -161,12 +161,11 @@ def score_pairs(
     max_batch_size: int = MAX_BATCH_SIZE,
 ) -> ScoreSummary:
     """Score every pair of `source` (see `list_pairs`) into the folder `out` (job files + `scores.parquet`),
-    resuming the run already there. `dtype` is a name of `cli.common.DTYPES`; `use_fast` / `fast_decode` are the
+    resuming the run already there. `dtype` is a name of `runtime.DTYPES`; `use_fast` / `fast_decode` are the
     approximate preprocessing modes of `embed_source`; `make_bar(total, initial)` gives a progress bar."""
-    from ..auto import AutoConfig, AutoModel
-    from ..cli.common import load_options
-    from ..encode import load_processor
-    from .run import canonical_dtype, model_identity
+    from ..auto import AutoConfig
+    from ..runtime import canonical_dtype, load_model_and_processor
+    from .run import model_identity
 
     _require_pyarrow()
     if batch_size < 1 or shard_size < 1:
@@ -175,8 +174,7 @@ def score_pairs(
     pairs = list_pairs(source, image_column, text_column, key)
     if not pairs.items:
         raise InputError(f"nothing to score: {source} holds no pairs")
-    hub = {"revision": revision} if revision else {}
-    config = AutoConfig.from_pretrained(model, **hub)
+    config = AutoConfig.from_pretrained(model, revision=revision)
     identity = f"{model_identity(model, revision)}:{canonical_dtype(dtype, config)}"
     modes = "+".join(name for name, on in (("fast_decode", fast_decode), ("use_fast", use_fast)) if on) or "exact"
     job = BulkJob.create(
@@ -192,8 +190,9 @@ def score_pairs(
     pending = job.pending()
     notes = [f"--batch-size {batch_size} capped at {max_batch_size}"] if batch_size > max_batch_size else []
     if pending:
-        processor = load_processor(model, use_fast=use_fast, fast_decode=fast_decode, **hub)
-        encoder = AutoModel.from_pretrained(model, **load_options(dtype, device), **hub).eval()
+        encoder, processor = load_model_and_processor(
+            model, dtype=dtype, device=device, revision=revision, use_fast=use_fast, fast_decode=fast_decode
+        )
         remaining = sum(shard.stop - shard.start for shard in pending)
         bar = make_bar(len(pairs.items), len(pairs.items) - remaining) if make_bar is not None else None
         try:

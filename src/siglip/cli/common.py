@@ -13,10 +13,12 @@ import traceback
 from typing import Any
 
 from ..errors import InputError, SiglipError
-from ..runtime import DTYPES, load_options  # noqa: F401 - re-exported: commands and bulk use them from here
+from ..runtime import DTYPES, load_options  # noqa: F401 - re-exported: the commands use them from here
 
 DEFAULT_MODEL = "google/siglip-base-patch16-224"
 DEFAULT_DEVICE = "auto"  # every command: CUDA when available, else CPU
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype, --batch-size, --revision, --no-progress, --fast-decode, --fast-preprocess."""
     group = parser.add_argument_group("model")

@@ -49,13 +49,12 @@ def register(subcommands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..auto import AutoModel
-    from ..encode import load_processor, load_rgb
+    from ..encode import load_rgb
     from ..export.files import copy_companion_files
     from ..hub import HubOptions
     from ..image.batches import expand_image_paths
     from ..quantization.calibration import calibration_batch
-    from .common import load_options
+    from ..runtime import DTYPES, load_model_and_processor, load_options
 
     check_positive(args.max_images, "--max-images")
     paths = expand_image_paths(args.calibration)
@@ -64,19 +63,13 @@ def run(args: argparse.Namespace) -> int:
     if len(paths) > args.max_images:
         step = len(paths) / args.max_images  # spread over the whole list, not its first folder
         paths = [paths[int(i * step)] for i in range(args.max_images)]
-    hub = {"revision": args.revision} if args.revision else {}
-    rest = (
-        load_options("int8")["dtype"]
-        if args.rest_dtype == "auto"
-        else {"fp32": "float32", "bf16": "bfloat16"}[args.rest_dtype]
-    )
-    model = AutoModel.from_pretrained(args.model, dtype=rest, device="cpu", **hub).eval()
-    processor = load_processor(args.model, **hub)
+    rest = load_options("int8")["dtype"] if args.rest_dtype == "auto" else DTYPES[args.rest_dtype]
+    model, processor = load_model_and_processor(args.model, dtype=rest, device="cpu", revision=args.revision)
     images = [load_rgb(path) for path in paths]
     model.quantize("int8", calibration=calibration_batch(model, processor, images, args.text))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    copy_companion_files(args.model, out, HubOptions.from_kwargs(dict(hub)))
+    copy_companion_files(args.model, out, HubOptions(revision=args.revision))
     model.save_pretrained(out)  # after the copies: its config.json records the quantization
     if len(images) < 8:
         warn(f"calibrated on {len(images)} image(s) only: a few dozen typical images give safer scales")

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from ..errors import InputError
-from .common import DEFAULT_DEVICE, DTYPES, add_format_argument, load_options
+from .common import DEFAULT_DEVICE, DTYPES, add_format_argument
 
 
 def register(subcommands: Any) -> None:
@@ -58,10 +58,9 @@ def run(args: argparse.Namespace) -> int:
     model = processor = None
     name = args.model or index.model_name
     if args.model is not None or args.device != "cpu" or args.dtype != "auto":
-        from ..auto import AutoModel, AutoProcessor
+        from ..runtime import load_model_and_processor
 
-        model = AutoModel.from_pretrained(name, **load_options(args.dtype, args.device)).eval()
-        processor = AutoProcessor.from_pretrained(name)
+        model, processor = load_model_and_processor(name, dtype=args.dtype, device=args.device)
     if args.image:
         queries = list(args.image)
         results = index.search_image(queries, args.top_k, ann=ann, model=model, processor=processor, mask=mask)

@@ -87,7 +87,7 @@ class ModelSpec:
             return self.model.config
         from ..auto import AutoConfig
 
-        return AutoConfig.from_pretrained(self.name, **({"revision": self.revision} if self.revision else {}))
+        return AutoConfig.from_pretrained(self.name, revision=self.revision)
 
     def preprocessing(self) -> str:
         modes = [name for name, on in (("fast_decode", self.fast_decode), ("use_fast", self.use_fast)) if on]

@@ -234,11 +234,11 @@ def save_probe(
     """Write the probe as a `SiglipForImageClassification` (`Siglip2...`) checkpoint in `out`: the base model's
     weights in fp32 (its text tower too, so that `AutoModel` and every `siglip` command load the folder), the
     classifier with the standardisation folded in, `id2label` from `classnames`, and the model's processor."""
-    from ..auto import IMAGE_CLASSIFICATION_CLASSES, AutoModel, import_class
+    from ..auto import IMAGE_CLASSIFICATION_CLASSES, import_class
     from ..encode import load_processor
+    from ..runtime import load_model
 
-    hub = {"revision": revision} if revision else {}
-    base = AutoModel.from_pretrained(model, dtype="float32", device="cpu", **hub)
+    base = load_model(model, dtype="float32", device="cpu", revision=revision)
     config = copy.deepcopy(base.config)
     config.id2label = dict(enumerate(classnames))
     config.label2id = {name: index for index, name in enumerate(classnames)}
@@ -252,5 +252,5 @@ def save_probe(
     classifier.load_state_dict(owned, strict=True, assign=True)
     out = Path(out)
     classifier.save_pretrained(out, state_dict=state)
-    load_processor(str(model), **hub).save_pretrained(out)
+    load_processor(str(model), revision=revision).save_pretrained(out)
     return out

@@ -24,11 +24,13 @@ import torch
 from torch import nn
 
 from ..errors import DependencyError, ExportError, InputError
+from ..runtime import DTYPES as DTYPE_NAMES
+from ..runtime import dtype_names
 from .files import copy_companion_files
 from .towers import TowerGraph, tower_graphs
 from .verify import Parity, acceptable, check_file, refuse
 
-DTYPES = ("fp32", "fp16", "int8")
+DTYPES = ("fp32", "fp16", "int8")  # the file precisions, by their short `runtime.DTYPES` names (long ones accepted)
 TOWERS = {"text": ("text",), "vision": ("vision",), "both": ("text", "vision")}
 DEFAULT_OPSET = 17  # LayerNormalization is a single op from 17 on; ONNX Runtime >= 1.14 and transformers.js run it
 # Above this many parameter bytes the weights go to a `<file>.data` beside the graph (protobuf's 2 GB limit).
@@ -67,16 +69,17 @@ def export_onnx(
     _require_onnx()
     if tower not in TOWERS:
         raise InputError(f"tower must be one of {sorted(TOWERS)}, got {tower!r}.")
-    if dtype not in DTYPES:
+    if dtype not in dtype_names("float32", "float16", "int8"):
         raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
+    dtype = dict(zip(("float32", "float16", "int8"), DTYPES))[DTYPE_NAMES[dtype]]
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 1:
         raise InputError(f"opset must be a positive integer, got {opset!r}.")
     source = None
     if isinstance(model, (str, os.PathLike)):
-        from ..auto import AutoModel
+        from ..runtime import load_model
 
         source = model
-        model = AutoModel.from_pretrained(model, dtype=torch.float32, **({"revision": revision} if revision else {}))
+        model = load_model(model, dtype=torch.float32, device="cpu", revision=revision)
     _check_exportable(model)
     graphs = tower_graphs(model, TOWERS[tower])
     out = Path(out_dir).expanduser()

@@ -103,7 +103,7 @@ def _write_other(
     config = _read(hub_source, "config.json", options)
     state = _hub_state(hub_source, options, allow_pickle)
     folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(hub_source, **_hub_kwargs(options))
+    tokenizer = AutoTokenizer.from_pretrained(hub_source, revision=options.revision)
     tokenizer.save_pretrained(folder)
     gemma = (folder / "tokenizer.json").is_file()
     written: list[Path] = []
@@ -132,7 +132,3 @@ def _write_other(
         big_vision.write_npz(tensors, str(target))
         written.append(target)
     return sorted({*written, *(p for p in folder.iterdir() if p.is_file())})
-
-
-def _hub_kwargs(options: HubOptions) -> dict[str, Any]:
-    return {"revision": options.revision} if options.revision else {}

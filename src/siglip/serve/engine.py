@@ -48,15 +48,18 @@ def load_model(
     """(model, processor) in eval mode: `model` is a Hub id / folder (loaded here, outside inference mode) or a
     loaded model, which then needs its `processor`."""
     if isinstance(model, str | os.PathLike):
-        from ..auto import AutoModel
-        from ..encode import load_processor
-        from ..runtime import load_options
+        from ..runtime import load_model_and_processor
 
-        hub = {"revision": revision} if revision else {}
-        options = load_options(dtype, device) if isinstance(dtype, str) else {"dtype": dtype, "device": device}
-        processor = processor or load_processor(str(model), use_fast=use_fast, fast_decode=fast_decode, **hub)
-        model = AutoModel.from_pretrained(model, **options, **hub)
-    elif processor is None:
+        return load_model_and_processor(
+            model,
+            dtype=dtype,
+            device=device,
+            revision=revision,
+            use_fast=use_fast,
+            fast_decode=fast_decode,
+            processor=processor,
+        )
+    if processor is None:
         raise InputError("create_app(model=<loaded model>) needs processor= as well")
     return model.eval(), processor
 

@@ -62,7 +62,7 @@ class TrainConfig:
     precision: str = option(
         "fp32",
         "fp32, or bf16 autocast (fast on CPUs with AMX and on recent GPUs); --precision is the old name",
-        choices=("fp32", "bf16"),
+        choices=("fp32", "bf16"),  # runtime.DTYPES names; the Python API takes their long names too
         flags=("--dtype", "--precision"),  # --dtype as in every other command
     )
     grad_checkpointing: bool = option(False, "recompute encoder layers in backward (less memory, ~30%% slower)")

@@ -27,6 +27,7 @@ from ..config import SiglipConfig
 from ..errors import InputError
 from ..loss import distributed_sigmoid_loss, sigmoid_loss
 from ..modeling.model import l2_normalize
+from ..runtime import DTYPES
 from . import checkpoint as ckpt
 from . import distributed
 from .config import TrainConfig
@@ -74,11 +75,11 @@ def contrastive_loss(
 
 def build_model_and_processor(config: TrainConfig) -> tuple[nn.Module, Any]:
     """From scratch (config.json + spiece.model, logit scale/bias at the paper's values) or a checkpoint."""
-    from ..auto import AutoModel, AutoProcessor
-
     if config.model is not None:
-        model = AutoModel.from_pretrained(config.model, dtype=torch.float32)
-        return model, _ids_only(AutoProcessor.from_pretrained(config.model))
+        from ..runtime import load_model_and_processor
+
+        model, processor = load_model_and_processor(config.model, dtype=torch.float32, device="cpu")
+        return model, _ids_only(processor)
     from ..modeling.model import SiglipModel
     from ..processor import SiglipProcessor
 
@@ -200,7 +201,7 @@ def _train(config: TrainConfig, runtime: distributed.Runtime) -> dict[str, Any]:
     if config.grad_checkpointing:
         model.gradient_checkpointing_enable()
     set_train_mode(model, config.lock_image)
-    bf16 = config.precision == "bf16"
+    bf16 = DTYPES.get(config.precision) == "bfloat16"
     parallel = config.parallel if runtime.distributed else "none"
     wrapped = distributed.wrap(ContrastiveForward(model, config.lock_image), runtime, config.parallel, mixed_bf16=bf16)
     optimizer = build_optimizer(model, config)
