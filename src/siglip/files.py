@@ -1,4 +1,5 @@
-"""Reading files that someone else wrote: regular files only, bounded reads, depth-limited JSON.
+"""Reading files that someone else wrote (regular files only, bounded reads, depth-limited JSON), and writing
+ours all or nothing (`atomic_write`).
 
 Every reader of a user's or a model folder's file (images, `--text-file`, bulk sources, config.json,
 preprocessor_config.json, tokenizer configs, shard indexes) goes through `open_regular`, so that:
@@ -11,13 +12,20 @@ preprocessor_config.json, tokenizer configs, shard indexes) goes through `open_r
 
 JSON documents are parsed by `read_json`, which refuses nesting deeper than `MAX_JSON_DEPTH` (a deeply nested
 config would otherwise reach a RecursionError in the parser or in later copies) with the same typed error.
+
+Every file the library writes for later (collection shards and manifests, weights, checkpoints, exported graphs,
+embedding files, reports) goes through `atomic_write`: a reader, or a run resumed after a kill or a power cut,
+sees the old file or the new one, never a part of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any
 
 from .errors import SiglipError
@@ -151,3 +159,40 @@ def json_depth(value: Any, limit: int) -> int:
         children = node.values() if isinstance(node, dict) else node
         stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
     return deepest
+
+
+# A temporary that `atomic_write` left behind when killed: `.NAME.tmp-PID-RANDOM`, beside NAME.
+TEMPORARY_GLOB = ".*.tmp-*"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Write `path` all or nothing; returns it as a Path.
+
+    `write(temporary)` fills a temporary file in the same folder; it is fsynced, renamed onto `path` in one
+    `os.replace` (atomic on POSIX), and the folder is fsynced so that the rename itself survives a power cut.
+    The temporary is removed if `write` fails; a killed process leaves it behind, under `TEMPORARY_GLOB`."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        write(temporary)
+        with open(temporary, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_folder(path.parent)
+    return path
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make the entries of `folder` (a rename into it) durable; a no-op where folders cannot be opened or synced."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:  # some file systems refuse fsync on a folder
+        pass
+    finally:
+        os.close(descriptor)

@@ -399,7 +399,7 @@ class Index:
         """Build the HNSW graph over every row (inner product), measure recall@k against exact search on
         `queries` perturbed collection rows (cosine ~0.9 to their source row), and save both when the
         collection lives in a folder."""
-        from .bulk.writer import atomic_write
+        from .files import atomic_write
 
         UsearchIndex = _require_usearch()
         started = time.perf_counter()

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError, CheckpointNotFoundError, UnsafeCheckpointError
-from .files import read_json
+from .files import atomic_write, read_json
 from .hub import HubOptions, resolve_file
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -241,7 +241,7 @@ def save_safetensors(
     )
     written = []
     for name, shard in zip(names, shards):
-        _atomic_write(directory / name, lambda tmp, shard=shard: save_file(shard, str(tmp), metadata={"format": "pt"}))
+        atomic_write(directory / name, lambda tmp, shard=shard: save_file(shard, str(tmp), metadata={"format": "pt"}))
         written.append(directory / name)
     if len(shards) > 1:
         (directory / SAFE_WEIGHTS_NAME).unlink(missing_ok=True)
@@ -251,14 +251,5 @@ def save_safetensors(
             "weight_map": {key: name for name, shard in zip(names, shards) for key in shard},
         }
         text = json.dumps(index, indent=2, sort_keys=True) + "\n"
-        _atomic_write(directory / SAFE_WEIGHTS_INDEX_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        atomic_write(directory / SAFE_WEIGHTS_INDEX_NAME, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return written
-
-
-def _atomic_write(path: Path, write) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_write
 from .job import JOB_FILE, JobSpec, plan_shards
 from .sources import TABLE_SUFFIXES, unique_keys
 from .writer import (
     ManifestRow,
-    atomic_write,
     manifest_format,
     open_embeddings,
     read_manifest,

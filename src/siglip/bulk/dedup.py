@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .writer import atomic_write
+from ..files import atomic_write
 
 MARGIN = 0.02  # candidates from the bfloat16 tile (or the f16 graph) are re-checked in float32 within this
 BLOCK = 4096  # rows per tile

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, InputError
+from ..files import atomic_write
 from .sources import SourceItems, is_supported_image, unreadable_reason
 from .writer import (
     ManifestRow,
-    atomic_write,
     manifest_format,
     read_manifest,
     remove_stale_temporaries,

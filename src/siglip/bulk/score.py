@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import DependencyError, InputError
+from ..files import atomic_write
 from .job import MAX_BATCH_SIZE, BulkJob, fp32_features, run_local
 from .sources import SourceItems, read_table, table_column
 from .webdataset import MEMBER_SEPARATOR, caption, image_member, is_webdataset, list_tars, samples
-from .writer import atomic_write, read_manifest
+from .writer import read_manifest
 
 SCORES_FILE = "scores.parquet"
 PAIR_TABLES = (".csv", ".parquet", ".jsonl", ".json")

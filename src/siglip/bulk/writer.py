@@ -7,17 +7,16 @@ Layout of an output folder::
     shards/shard-00000.parquet      the shard's manifest part (or .csv): one row per item, ok or not
     manifest.parquet                every part concatenated (written when the job ends)
 
-Every file is written to a temporary name in the same folder and moved into place with `os.replace`, which is
-atomic on POSIX: a reader (or a resumed job) sees a complete file or none. A shard is *finished* when its
-manifest part exists; the part is written after the embeddings, so a kill between the two only makes the
-resumed job redo that shard (overwriting its embeddings): nothing is lost, nothing is counted twice.
+Every file is written by `files.atomic_write` (a temporary in the same folder, fsynced, moved into place with
+`os.replace`, which is atomic on POSIX): a reader (or a resumed job) sees a complete file or none. A shard is
+*finished* when its manifest part exists; the part is written after the embeddings, so a kill between the two only
+makes the resumed job redo that shard (overwriting its embeddings): nothing is lost, nothing is counted twice.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import TEMPORARY_GLOB, atomic_write
 
 MANIFEST_COLUMNS = ("path", "size", "status", "error", "shard", "row", "key", "mtime_ns", "hash", "segment", "meta")
 INT_COLUMNS = ("size", "shard", "row", "mtime_ns")
@@ -55,23 +55,10 @@ class ManifestRow:
     meta: str = ""
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(temporary_path)`, fsync the result, then move it onto `path` in one rename."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
-
-
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files a killed run left behind (they are never read)."""
     if folder.is_dir():
-        for leftover in folder.glob(".*.tmp-*"):
+        for leftover in folder.glob(TEMPORARY_GLOB):
             leftover.unlink(missing_ok=True)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -211,16 +210,20 @@ def embed_images(
 
 
 def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[str, Any]) -> None:
-    """Write rows (a float (N, D) numpy array) + their inputs atomically (a temporary file renamed into place)."""
+    """Write rows (a float (N, D) numpy array) + their inputs, each file all or nothing (`files.atomic_write`)."""
     import numpy as np
 
+    from ..files import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
     if path.suffix.lower() == ".npy":
-        with open(temporary, "wb") as handle:
-            np.save(handle, rows.astype(np.float32, copy=False))
-        sidecar = path.with_suffix(".inputs.json")
-        sidecar.write_text(sidecar_json({**metadata, "inputs": inputs}), encoding="utf-8")
+
+        def write(temporary: Path) -> None:
+            with open(temporary, "wb") as handle:
+                np.save(handle, rows.astype(np.float32, copy=False))
+
+        text = sidecar_json({**metadata, "inputs": inputs})
+        atomic_write(path.with_suffix(".inputs.json"), lambda temporary: temporary.write_text(text, encoding="utf-8"))
     else:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -229,8 +232,11 @@ def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[st
         embedding = pa.FixedSizeListArray.from_arrays(flat, rows.shape[1])
         table = pa.table({"input": pa.array(inputs, pa.string()), "embedding": embedding})
         table = table.replace_schema_metadata({"siglip": json.dumps(metadata)})
-        pq.write_table(table, temporary)
-    os.replace(temporary, path)
+
+        def write(temporary: Path) -> None:
+            pq.write_table(table, temporary)
+
+    atomic_write(path, write)
 
 
 def sidecar_json(listing: dict[str, Any]) -> str:

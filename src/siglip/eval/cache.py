@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from ..bulk.job import BulkJob, run_local
-from ..bulk.writer import atomic_write, open_embeddings, read_manifest
+from ..bulk.writer import open_embeddings, read_manifest
 from ..errors import InputError
+from ..files import atomic_write
 from ..runtime import DTYPES, load_model_and_processor
 from .datasets import EvalData
 

@@ -77,7 +77,7 @@ def to_json(results: Sequence[EvalResult]) -> Any:
 def write_json(results: Sequence[EvalResult], path: str | os.PathLike) -> None:
     from pathlib import Path
 
-    from ..bulk.writer import atomic_write
+    from ..files import atomic_write
 
     text = json.dumps(to_json(results), indent=1, default=_plain)
     atomic_write(Path(path), lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))

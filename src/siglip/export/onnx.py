@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import DependencyError, ExportError, InputError
+from ..files import atomic_write
 from ..runtime import DTYPES as DTYPE_NAMES
 from ..runtime import dtype_names
 from .files import copy_companion_files
@@ -112,9 +113,9 @@ def _export_graph(graph: TowerGraph, model: nn.Module, out: Path, dtype: str, op
                 break
         else:
             raise refuse(parity, dtype, graph.tower)
-        os.replace(candidate, out / name)
-        if large:
-            os.replace(work / f"{name}.data", out / f"{name}.data")
+        if large:  # the weights first: the graph that names them appears last
+            atomic_write(out / f"{name}.data", lambda temporary: os.replace(work / f"{name}.data", temporary))
+        atomic_write(out / name, lambda temporary: os.replace(candidate, temporary))
     return ExportedFile(out / name, graph.tower, dtype, graph.input_names, graph.output_name, parity, fp32_layers)
 
 

@@ -2,16 +2,15 @@
 
 Contents: model and optimizer state (full, unsharded tensors), scheduler state, the optimizer step, the data
 position (micro-batches consumed per rank), the RNG states of torch, numpy and python for every rank, and the
-training config (to warn when a resume changes it). The file is written to a temporary name in the same folder
-and renamed over the target with `os.replace`, so a crash mid-write leaves either the old checkpoint or the new
-one, never a truncated file. It is read back with `torch.load(weights_only=True)`: no pickled code runs.
+training config (to warn when a resume changes it). The file is written by `files.atomic_write` (a temporary in
+the same folder renamed over the target), so a crash mid-write leaves either the old checkpoint or the new one,
+never a truncated file. It is read back with `torch.load(weights_only=True)`: no pickled code runs.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..files import TEMPORARY_GLOB, atomic_write
 
 LAST = "last.pt"
 
@@ -66,20 +66,10 @@ def _python_state_to_plain(state: tuple) -> list:
 
 
 def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """`torch.save` to a temporary file next to `path`, fsync, then `os.replace`: all or nothing."""
+    """`torch.save` to `path` all or nothing (`files.atomic_write`), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 # What a resume reads from a training checkpoint (written by the loop's save_checkpoint).
@@ -110,10 +100,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete `.<name>.*.tmp` files that an `atomic_save` killed mid-write left in `folder`; returns them.
+    """Delete the temporaries that an `atomic_save` killed mid-write left in `folder` (`files.TEMPORARY_GLOB`, and
+    the `.<name>.*.tmp` of earlier versions); returns them.
 
     Called when training starts (only one process writes checkpoints, and none is writing yet)."""
-    stale = sorted(Path(folder).glob(f".{LAST}.*.tmp")) if Path(folder).is_dir() else []
+    patterns = (TEMPORARY_GLOB, f".{LAST}.*.tmp")
+    stale = sorted({p for pattern in patterns for p in Path(folder).glob(pattern)}) if Path(folder).is_dir() else []
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
