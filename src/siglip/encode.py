@@ -35,6 +35,22 @@ def model_inputs(inputs: Any, device: torch.device, dtype: torch.dtype | None = 
     return moved
 
 
+def text_length(config: Any) -> int:
+    """The text length a model was trained with (a two-tower or a text-tower config): its `max_position_embeddings`,
+    64 for every released checkpoint and the length the reference pipeline pads to."""
+    return getattr(config, "text_config", config).max_position_embeddings
+
+
+def tokenize_as_trained(processor: Any, texts: Sequence[str], max_length: int, **inputs: Any) -> Any:
+    """`processor(text=texts)` as SigLIP was trained: padded with the pad token to `max_length` (`text_length`) and
+    truncated there, as torch tensors. SigLIP pools the last position, so every caller (inference, training,
+    evaluation, calibration) must pad alike; the SigLIP2 tokenizer lowercases (see `check_text_case`). `inputs` go
+    along to the processor (e.g. `images=` for a training batch)."""
+    return processor(
+        text=list(texts), padding="max_length", truncation=True, max_length=max_length, return_tensors="pt", **inputs
+    )
+
+
 def encode_texts(
     model: Any,
     processor: Any,
@@ -49,12 +65,12 @@ def encode_texts(
 
     `normalize` L2-normalises them (what cosine scores and zero-shot need); `progress(n)` is called per batch.
     """
-    length = model.config.text_config.max_position_embeddings
+    length = text_length(model.config)
     check_text_case(model, processor, texts)
     chunks = []
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start : start + batch_size])
-        inputs = processor(text=chunk, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+        inputs = tokenize_as_trained(processor, chunk, length)
         with torch.inference_mode():
             features = model.get_text_features(**model_inputs(inputs, model.device))
         chunks.append(l2_normalize(features) if normalize else features)

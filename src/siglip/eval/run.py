@@ -158,6 +158,8 @@ def _concat(first: ImageFeatures, second: ImageFeatures) -> ImageFeatures:
 
 def _settings(spec: ModelSpec, templates: Sequence[str] | None) -> dict[str, Any]:
     """What decides the numbers and is easy to get wrong silently: template, padding, resize, dtype."""
+    from ..encode import text_length
+
     model, processor = spec.load()
     image_processor = getattr(processor, "image_processor", processor)
     resize = {
@@ -165,7 +167,7 @@ def _settings(spec: ModelSpec, templates: Sequence[str] | None) -> dict[str, Any
         for key in ("size", "resample", "max_num_patches", "patch_size")
         if getattr(image_processor, key, None) is not None
     }
-    length = model.config.text_config.max_position_embeddings
+    length = text_length(model.config)
     return {
         "templates": list(templates) if templates is not None else None,
         "padding": f"max_length={length} (as trained)",

@@ -51,6 +51,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Match, Route
 
+from ..encode import text_length
 from ..errors import FetchError, ImageError, InputError
 from ..prompt_template import check_template
 from .batcher import QueueFullError
@@ -245,7 +246,7 @@ class _Api:
             {"object": "embedding", "index": i, "embedding": _encode_row(row, body.encoding_format)}
             for i, row in enumerate(rows)
         ]
-        tokens = self.engine.model.config.text_config.max_position_embeddings * sum(k == "text" for k, _ in items)
+        tokens = text_length(self.engine.model.config) * sum(k == "text" for k, _ in items)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse({"object": "list", "model": self.name, "data": data, "usage": usage})
 

@@ -30,6 +30,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..encode import tokenize_as_trained
 from ..errors import InputError
 from .synthetic import ShapesDataset
 
@@ -233,14 +234,7 @@ class Collator:
 
     def __call__(self, samples: list[tuple[Image.Image, str]]) -> dict[str, torch.Tensor]:
         images, texts = zip(*samples)
-        batch = self.processor(
-            text=list(texts),
-            images=list(images),
-            padding="max_length",
-            truncation=True,
-            max_length=self.max_length,
-            return_tensors="pt",
-        )
+        batch = tokenize_as_trained(self.processor, texts, self.max_length, images=list(images))
         return {"pixel_values": batch["pixel_values"], "input_ids": batch["input_ids"]}
 
 

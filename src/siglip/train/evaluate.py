@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..encode import text_length, tokenize_as_trained
 from ..modeling.model import l2_normalize
 from . import synthetic
 
@@ -109,18 +110,12 @@ def evaluate(
     model.eval()
     device = next(model.parameters()).device
     context = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext()
-    length = model.config.text_config.max_position_embeddings
+    length = text_length(model.config)
 
     def embed_texts(texts: list[str]) -> torch.Tensor:
         chunks = []
         for start in range(0, len(texts), batch_size):
-            ids = processor(
-                text=texts[start : start + batch_size],
-                padding="max_length",
-                truncation=True,
-                max_length=length,
-                return_tensors="pt",
-            )["input_ids"].to(device)
+            ids = tokenize_as_trained(processor, texts[start : start + batch_size], length)["input_ids"].to(device)
             with context:
                 chunks.append(l2_normalize(model.get_text_features(input_ids=ids).float()))
         return torch.cat(chunks)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..config import SiglipConfig
+from ..encode import text_length
 from ..errors import InputError
 from ..loss import distributed_sigmoid_loss, sigmoid_loss
 from ..modeling.model import l2_normalize
@@ -221,7 +222,7 @@ def _train(config: TrainConfig, runtime: distributed.Runtime) -> dict[str, Any]:
 
     image_size = model.config.vision_config.image_size
     source = open_source(config.data, config.image_root, config.seed, image_size)
-    max_length = model.config.text_config.max_position_embeddings
+    max_length = text_length(model.config)
     loader = build_loader(
         source,
         Collator(processor, max_length),
