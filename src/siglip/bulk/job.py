@@ -28,8 +28,8 @@ from .writer import (
     read_manifest,
     remove_stale_temporaries,
     shard_paths,
-    write_embeddings,
     write_manifest,
+    write_shard_embeddings,
 )
 
 JOB_FILE = "job.json"
@@ -180,7 +180,7 @@ class BulkJob:
     def commit(self, shard: Shard, embeddings: np.ndarray, rows: Sequence[ManifestRow]) -> None:
         """Write a finished shard: embeddings first, then its manifest part (which marks it done)."""
         embeddings_path, manifest_path = self.paths(shard)
-        write_embeddings(embeddings_path, embeddings.reshape(-1, self.spec.dim))
+        write_shard_embeddings(embeddings_path, embeddings.reshape(-1, self.spec.dim))
         write_manifest(manifest_path, rows)
 
     def finish(self, started: float, resumed: int) -> JobSummary:

@@ -68,7 +68,7 @@ def shard_paths(folder: Path, shard: int, fmt: str, manifest_fmt: str) -> tuple[
     return stem.with_suffix(".npy" if fmt == "npy" else ".safetensors"), stem.with_suffix(f".{manifest_fmt}")
 
 
-def write_embeddings(path: Path, embeddings: np.ndarray) -> None:
+def write_shard_embeddings(path: Path, embeddings: np.ndarray) -> None:
     """Atomically write a float32 (n, D) array as .npy or .safetensors (by suffix)."""
     embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
 

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             kept, rows = embed_images(model, processor, inputs, args, normalize, bar)
     metadata = {"model": str(args.model), "kind": "text" if texts is not None else "image", "normalized": normalize}
-    write_embeddings(Path(args.out), kept, rows, metadata)
+    write_embedding_file(Path(args.out), kept, rows, metadata)
     print(f"wrote {len(kept)} embeddings of dimension {rows.shape[1]} to {shown(args.out)}")
     return 0 if kept else 1
 
@@ -209,7 +209,7 @@ def embed_images(
     return kept, np.concatenate(chunks) if chunks else np.empty((0, dim), np.float32)
 
 
-def write_embeddings(path: Path, inputs: list[str], rows: Any, metadata: dict[str, Any]) -> None:
+def write_embedding_file(path: Path, inputs: list[str], rows: Any, metadata: dict[str, Any]) -> None:
     """Write rows (a float (N, D) numpy array) + their inputs, each file all or nothing (`files.atomic_write`)."""
     import numpy as np
 

@@ -55,7 +55,7 @@ from ..encode import text_length
 from ..errors import FetchError, ImageError, InputError
 from ..prompt_template import check_template
 from .batcher import QueueFullError
-from .collections import THUMBNAIL_SIZES, Collections
+from .collections import THUMBNAIL_SIZES, ServedCollections
 from .engine import Engine, ItemError, load_model
 from .metrics import ServeMetrics
 from .openapi import openapi_document
@@ -146,7 +146,7 @@ def create_app(
         decode_workers=decode_workers,
         label_cache_size=label_cache_size,
     )
-    library = Collections(list(collections), dim=engine.text_dim)
+    library = ServedCollections(list(collections), dim=engine.text_dim)
     template = hypothesis_template or engine.classifier.default_template  # the pipeline's default: the model's own
     api = _Api(engine, library, metrics, limits, name, request_timeout_s, template)
 

@@ -25,7 +25,7 @@ THUMBNAIL_SIZES = (64, 128, 256, 512)
 
 
 @dataclass
-class Collection:
+class ServedCollection:
     """One loaded `siglip embed` folder: its name (the folder's), kind (image/text), index and id offset."""
 
     name: str
@@ -38,11 +38,11 @@ class Collection:
         return len(self.index)
 
 
-class Collections:
+class ServedCollections:
     """Search over every loaded collection; item lookup by global id."""
 
     def __init__(self, folders: list[str | os.PathLike] | None = None, *, dim: int | None = None) -> None:
-        self.items: list[Collection] = []
+        self.items: list[ServedCollection] = []
         offset = 0
         for folder in folders or []:
             index = Index.open(folder)
@@ -53,7 +53,7 @@ class Collections:
                 )
             name = self._unique(Path(folder).resolve().name)
             root = index.root if os.path.isdir(index.root) else ""
-            self.items.append(Collection(name, index.kind, index, offset, root))
+            self.items.append(ServedCollection(name, index.kind, index, offset, root))
             offset += len(index)
         self._thumbnails: OrderedDict[tuple[int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
@@ -95,7 +95,7 @@ class Collections:
         hits.sort(key=lambda hit: -hit["score"])
         return hits[:k]
 
-    def locate(self, item_id: int) -> tuple[Collection, int]:
+    def locate(self, item_id: int) -> tuple[ServedCollection, int]:
         for collection in self.items:
             if collection.offset <= item_id < collection.offset + len(collection):
                 return collection, item_id - collection.offset
