@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import open_regular, special_file_reason
 from ..image.batches import IMAGE_SUFFIXES
+from .items import SourceItems, list_folder
 
 MEMBER_SEPARATOR = "::"
 _OFFSETS: dict[str, dict[str, tuple[int, int, int]]] = {}  # tar path -> member -> (data offset, size, mtime)
@@ -38,8 +39,6 @@ def is_webdataset(path: Path, exclude: Path | None = None) -> bool:
         return path.suffix == ".tar"
     if not path.is_dir():
         return False
-    from .sources import list_folder
-
     files = list_folder(path, exclude)
     return bool(files) and all(name.endswith(".tar") for name in files)
 
@@ -120,10 +119,8 @@ def caption(tar: str, members: dict[str, str]) -> str:
     return ""
 
 
-def list_webdataset(path: Path):  # -> SourceItems (imported late: sources imports this module)
+def list_webdataset(path: Path) -> SourceItems:
     """The image members of every sample of the tars at `path`, keyed `TAR::MEMBER`; stat is the member's."""
-    from .sources import SourceItems
-
     root = path.parent if path.is_file() else path
     items = []
     for tar in list_tars(path):
