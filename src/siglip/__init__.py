@@ -53,7 +53,7 @@ _LAZY = {
     "SiglipImageProcessorFast": "image.processing_fast",
     "SiglipProcessor": "processor",
     "SiglipTokenizer": "text.tokenizer",
-    "Index": "index",
+    "Index": "bulk.index",
     "ZeroShotImageClassificationPipeline": "zero_shot",
     "load_image": "image.loading",
     "pipeline": "zero_shot",

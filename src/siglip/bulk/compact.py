@@ -45,7 +45,7 @@ def stored_rows(collection: Collection) -> int:
 
 def compact(folder: str | os.PathLike, *, shard_size: int = 4096, fmt: str = "npy") -> CompactSummary:
     """Rewrite the collection in `folder` as one segment of its live rows (see the module docstring)."""
-    from ..index import refresh_ann
+    from .index import refresh_ann
 
     folder = Path(folder)
     with writer_lock(folder):

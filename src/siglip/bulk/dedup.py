@@ -147,7 +147,7 @@ def _ann_pairs(index: Any, threshold: float, block: int, k: int, sets: UnionFind
 
 def _gather(index: Any, ids: np.ndarray) -> np.ndarray:
     """Unit float32 rows of the sorted ids."""
-    from ..index import _normalize
+    from .index import _normalize
 
     rows = index.vectors(ids)
     return rows if index.normalized else _normalize(rows)

@@ -199,7 +199,7 @@ def embed_source(
             collection.remove_unlisted()
             live = collection.live()
         collection.write_live_manifest(live)
-        from ..index import refresh_ann
+        from .index import refresh_ann
 
         note = refresh_ann(out)
         if note:

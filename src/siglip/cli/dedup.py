@@ -33,8 +33,8 @@ def register(subcommands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..bulk.dedup import near_duplicates, write_groups
+    from ..bulk.index import Index
     from ..bulk.writer import manifest_format
-    from ..index import Index
     from .common import progress_bar
 
     check_positive(args.k, "--k")

@@ -44,7 +44,7 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..index import Index
+    from ..bulk.index import Index
 
     if min(args.connectivity, args.expansion_add, args.expansion_search, args.recall_queries) < 1:
         raise InputError("--connectivity, --expansion-add, --expansion-search and --recall-queries must be >= 1")

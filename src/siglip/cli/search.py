@@ -44,7 +44,7 @@ def register(subcommands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..index import Index
+    from ..bulk.index import Index
 
     if bool(args.queries) == bool(args.image):
         raise InputError("give text queries or --image files, not both and not neither")
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _stale_ann(index: Any) -> bool:
     """True (after a warning) when the ANN graph no longer matches the collection: exact search answers."""
-    from ..index import StaleAnnError
+    from ..bulk.index import StaleAnnError
     from .common import warn
 
     try:

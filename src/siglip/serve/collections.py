@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from ..bulk.index import Index
 from ..encode import load_rgb
 from ..errors import ImageError, InputError
-from ..index import Index
 
 THUMBNAIL_SIZES = (64, 128, 256, 512)
 

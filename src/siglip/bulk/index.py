@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DependencyError, InputError
+from ..errors import DependencyError, InputError
 
 ANN_FILE, ANN_META = "ann.usearch", "ann.json"
 CHUNK_ROWS = 65536  # rows of a shard multiplied at once in exact search
@@ -123,7 +123,7 @@ class Index:
     def open(cls, folder: str | Path) -> Index:
         """The live items of a collection (`siglip embed SOURCE --out DIR`), memory-mapped: every item a
         committed sync left, none it deleted (an unfinished first job shows its finished shards)."""
-        from .bulk.collection import Collection
+        from .collection import Collection
 
         for attempt in range(3):
             try:
@@ -327,7 +327,7 @@ class Index:
         if (dtype, device) not in self._encoders:
             if self.model_name is None:
                 raise InputError("this index does not know its model: pass model= and processor=")
-            from .runtime import load_model_and_processor
+            from ..runtime import load_model_and_processor
 
             self._encoders[dtype, device] = load_model_and_processor(self.model_name, dtype=dtype, device=device)
         return self._encoders[dtype, device]
@@ -343,7 +343,7 @@ class Index:
         mask: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Text -> collection: the k best items for each text (among `mask`'s, see `select`)."""
-        from .encode import encode_texts
+        from ..encode import encode_texts
 
         model, processor = self.encoder(model, processor)
         queries = encode_texts(model, processor, list(texts), normalize=False).float().numpy()
@@ -360,7 +360,7 @@ class Index:
         mask: np.ndarray | None = None,
     ) -> list[list[Hit]]:
         """Image -> collection: the k best items for each image (paths, URLs or PIL images)."""
-        from .encode import iter_encoded_images
+        from ..encode import iter_encoded_images
 
         model, processor = self.encoder(model, processor)
         embeddings = [e.float().numpy() for _, e in iter_encoded_images(model, processor, list(images))]
@@ -399,7 +399,7 @@ class Index:
         """Build the HNSW graph over every row (inner product), measure recall@k against exact search on
         `queries` perturbed collection rows (cosine ~0.9 to their source row), and save both when the
         collection lives in a folder."""
-        from .files import atomic_write
+        from ..files import atomic_write
 
         UsearchIndex = _require_usearch()
         started = time.perf_counter()
