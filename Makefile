@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint docs demo browser interop-test fuzz
+.PHONY: install test lint docs lint-imports demo browser interop-test fuzz
 install: $(BIN)/.installed
 
 test: install
@@ -19,6 +19,10 @@ test: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+
+# The import contract of pyproject.toml's [tool.importlinter]: cli > services > runtime > model > kernels > I/O.
+lint-imports: install
+	$(BIN)/lint-imports
 
 # The documentation site (docs/, mkdocs.yml) into site/, warnings as errors: a broken link, anchor or API
 # reference fails the build.
