@@ -3,5 +3,6 @@
 import sys
 
 from .bulk import index
+from .bulk.index import AnnInfo, Hit, Index, StaleAnnError, refresh_ann  # noqa: F401 - for tools that read, not run
 
 sys.modules[__name__] = index
