@@ -42,6 +42,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -53,12 +54,12 @@ from starlette.routing import Match, Route
 
 from ..encode import text_length
 from ..errors import FetchError, ImageError, InputError
-from ..prompt_template import check_template
 from .batcher import QueueFullError
 from .collections import THUMBNAIL_SIZES, ServedCollections
 from .engine import Engine, ItemError, load_model
 from .metrics import ServeMetrics
 from .openapi import openapi_document
+from .options import ServeOptions
 from .requests import (
     ClientGone,
     check_request_template,
@@ -68,8 +69,7 @@ from .requests import (
     read_json,
 )
 from .schemas import ClassifyRequest, EmbeddingRequest, RequestError, SearchRequest, parse
-from .security import ApiKeyMiddleware, Limits, TooLargeError, UrlNotAllowedError, UrlPolicy, check_api_key
-from .server import OPTION_RANGES, check_options
+from .security import ApiKeyMiddleware, TooLargeError, UrlNotAllowedError, UrlPolicy
 
 logger = logging.getLogger("siglip.serve")
 RETRY_AFTER_S = 1
@@ -80,75 +80,49 @@ def create_app(
     collections: Sequence[str | os.PathLike] = (),
     *,
     processor: Any = None,
-    model_name: str | None = None,
-    max_batch_size: int = 32,
-    max_wait_ms: float = 5.0,
-    max_queue: int = 1024,
-    request_timeout_s: float = 60.0,
-    stall_timeout_s: float = 30.0,
-    api_key: str | None = None,
-    allow_urls: bool = False,
-    allow_private_urls: bool = False,
-    limits: Limits | None = None,
-    dtype: Any = "auto",
-    device: Any = "auto",
-    revision: str | None = None,
-    use_fast: bool = False,
-    fast_decode: bool = False,
-    hypothesis_template: str | None = None,
-    label_cache_size: int = 4096,
-    decode_workers: int | None = None,
+    options: ServeOptions | None = None,
+    **kwargs: Any,
 ) -> Starlette:
     """The ASGI app serving `model` (a Hub id / folder, or a loaded model with `processor=`) and the
     `collections` (folders of `siglip embed ... --out DIR`). Run it with uvicorn (`siglip serve` does).
 
-    Batching: `max_batch_size` items per model call, waiting at most `max_wait_ms` for a batch to fill;
-    `max_queue` items may wait per tower (text, image) before requests get 503. Each request must finish within
-    `request_timeout_s` (else 504); `/readyz` turns red when work waits `stall_timeout_s` with no model progress.
-    Security: `api_key` (Bearer token), `limits` (caps), image URLs only with `allow_urls` (and private
-    addresses only with `allow_private_urls`). `dtype`, `device`, `revision`, `use_fast`, `fast_decode` apply
-    when `model` is a name. `hypothesis_template` is the zero-shot default when a request gives none (default:
-    the model's own, as `siglip.pipeline` takes it). Every number is range-checked (`InputError`).
+    The options are a `ServeOptions`, given as `options=` or as its fields in keywords (`max_batch_size=32`,
+    `api_key=...`; keywords override fields of `options`). Batching: `max_batch_size` items per model call,
+    waiting at most `max_wait_ms` for a batch to fill; `max_queue` items may wait per tower (text, image) before
+    requests get 503. Each request must finish within `request_timeout_s` (else 504); `/readyz` turns red when
+    work waits `stall_timeout_s` with no model progress. Security: `api_key` (Bearer token), `limits` (caps),
+    image URLs only with `allow_urls` (and private addresses only with `allow_private_urls`). `dtype`, `device`,
+    `revision`, `use_fast`, `fast_decode` apply when `model` is a name. `hypothesis_template` is the zero-shot
+    default when a request gives none (default: the model's own, as `siglip.pipeline` takes it). Every number is
+    range-checked (`InputError`), before the model loads.
     """
-    if hypothesis_template is not None:
-        check_template(hypothesis_template)
-    if api_key is not None:
-        check_api_key(api_key)
-    limits = limits or Limits()
-    check_options(
-        dict(
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            request_timeout_s=request_timeout_s,
-            stall_timeout_s=stall_timeout_s,
-            label_cache_size=label_cache_size,
-            decode_workers=decode_workers,
-            **{name: value for name, value in vars(limits).items() if name in OPTION_RANGES},
-        )
-    )
+    options = (replace(options, **kwargs) if options is not None else ServeOptions(**kwargs)).check()
     metrics = ServeMetrics()
-    name = model_name or (str(model) if isinstance(model, str | os.PathLike) else None)
+    name = options.model_name or (str(model) if isinstance(model, str | os.PathLike) else None)
     model, processor = load_model(
-        model, processor, dtype=dtype, device=device, revision=revision, use_fast=use_fast, fast_decode=fast_decode
+        model,
+        processor,
+        dtype=options.dtype,
+        device=options.device,
+        revision=options.revision,
+        use_fast=options.use_fast,
+        fast_decode=options.fast_decode,
     )
     name = name or getattr(model.config, "name_or_path", None) or "siglip"
+    limits = options.limits
     engine = Engine(
         model,
         processor,
         metrics=metrics,
         limits=limits,
-        url_policy=UrlPolicy(allow_urls, allow_private_urls, limits),
-        max_batch_size=max_batch_size,
-        max_wait_ms=max_wait_ms,
-        max_queue=max_queue,
-        stall_timeout_s=stall_timeout_s,
-        decode_workers=decode_workers,
-        label_cache_size=label_cache_size,
+        url_policy=UrlPolicy(options.allow_urls, options.allow_private_urls, limits),
+        batching=options.batching,
+        decode_workers=options.decode_workers,
+        label_cache_size=options.label_cache_size,
     )
     library = ServedCollections(list(collections), dim=engine.text_dim)
-    template = hypothesis_template or engine.classifier.default_template  # the pipeline's default: the model's own
-    api = _Api(engine, library, metrics, limits, name, request_timeout_s, template)
+    template = options.hypothesis_template or engine.classifier.default_template  # the pipeline's: the model's own
+    api = _Api(engine, library, metrics, limits, name, options.request_timeout_s, template)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -170,8 +144,8 @@ def create_app(
             kind: api.error_response for kind in (InputError, QueueFullError, ClientGone, HTTPException, Exception)
         },
     )
-    if api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=api_key)
+    if options.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=options.api_key)
     app.add_middleware(_MetricsMiddleware, metrics=metrics, routes=app.routes)
     app.state.engine, app.state.collections, app.state.metrics = engine, library, metrics
     return app

@@ -21,10 +21,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .metrics import ServeMetrics
+from .options import BatchingOptions
 
 
 class QueueFullError(RuntimeError):
@@ -41,7 +42,8 @@ class _Job:
 class DynamicBatcher:
     """Coalesce items submitted by concurrent requests into batches of at most `max_batch_size`.
 
-    `run_batch(items) -> results` (one result per item, same order) runs on `executor`.
+    `run_batch(items) -> results` (one result per item, same order; a `Backend` method) runs on `executor`.
+    Keyword `changes` override single fields of `options` (e.g. `max_batch_size=16`).
     """
 
     def __init__(
@@ -49,18 +51,17 @@ class DynamicBatcher:
         name: str,
         run_batch: Callable[[list[Any]], Sequence[Any]],
         executor: Executor,
+        options: BatchingOptions | None = None,
         *,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
-        max_queue: int = 1024,
-        stall_timeout_s: float = 60.0,
         metrics: ServeMetrics | None = None,
+        **changes: Any,
     ) -> None:
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        options = replace(options or BatchingOptions(), **changes)
+        if options.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {options.max_batch_size}")
         self.name, self.run_batch, self.executor = name, run_batch, executor
-        self.max_batch_size, self.max_wait = max_batch_size, max_wait_ms / 1000.0
-        self.max_queue, self.stall_timeout = max_queue, stall_timeout_s
+        self.max_batch_size, self.max_wait = options.max_batch_size, options.max_wait_ms / 1000.0
+        self.max_queue, self.stall_timeout = options.max_queue, options.stall_timeout_s
         self.metrics = metrics
         self._queue: deque[_Job] = deque()
         self._arrived: asyncio.Event | None = None

@@ -1,5 +1,5 @@
-"""The serving engine: one model, a text and an image batcher on one model thread, decode worker threads,
-and the bounded label-embedding cache of zero-shot classification.
+"""The serving engine: a `Backend` (the PyTorch model), a text and an image batcher on one model thread, decode
+worker threads, and the bounded label-embedding cache of zero-shot classification.
 
 Request handlers only `await` the engine: decoding and preprocessing run on `decode_pool` threads, model
 batches on the single `model_executor` thread (inside `torch.inference_mode()`), so the event loop never
@@ -11,8 +11,6 @@ through the pipeline's `logits`, so the server gives what `siglip.pipeline` and 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import os
 from collections import OrderedDict
@@ -23,16 +21,17 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..encode import draft_size, encode_texts, load_rgb, model_inputs
+from ..encode import draft_size, load_rgb
 from ..errors import ImageError, InputError
 from ..modeling.model import l2_normalize
 from ..threads import default_workers
 from ..zero_shot import pipeline
+from .backend import Backend, TorchBackend
 from .batcher import DynamicBatcher
 from .metrics import ServeMetrics
+from .options import BatchingOptions
+from .requests import image_payload
 from .security import Limits, TooLargeError, UrlPolicy
-
-_URLSAFE = str.maketrans("-_", "+/")
 
 
 def load_model(
@@ -87,7 +86,9 @@ class LabelCache:
 
 
 class Engine:
-    """A loaded model + processor served through two dynamic batchers."""
+    """A loaded model + processor served through two dynamic batchers that run its `backend` (by default the
+    model itself, `TorchBackend`); the processor prepares images, the model's config and logit parameters give
+    the embedding width and the zero-shot scores."""
 
     def __init__(
         self,
@@ -97,30 +98,23 @@ class Engine:
         metrics: ServeMetrics,
         limits: Limits,
         url_policy: UrlPolicy,
-        max_batch_size: int = 32,
-        max_wait_ms: float = 5.0,
-        max_queue: int = 1024,
-        stall_timeout_s: float = 60.0,
+        batching: BatchingOptions | None = None,
         decode_workers: int | None = None,
         label_cache_size: int = 4096,
+        backend: Backend | None = None,
     ) -> None:
         self.model, self.processor = model.eval(), processor
+        self.backend = backend or TorchBackend(self.model, processor)
         self.metrics, self.limits, self.url_policy = metrics, limits, url_policy
         self.classifier = pipeline(model=self.model, processor=processor)  # its logits(): the pipeline's numbers
         self.text_dim = model.config.text_config.projection_size or model.config.text_config.hidden_size
         self.model_executor = ThreadPoolExecutor(1, thread_name_prefix="siglip-model")
         self.decode_pool = ThreadPoolExecutor(decode_workers or default_workers(), thread_name_prefix="siglip-decode")
-        options = dict(
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            max_queue=max_queue,
-            stall_timeout_s=stall_timeout_s,
-            metrics=metrics,
-        )
-        self.text = DynamicBatcher("text", self._text_batch, self.model_executor, **options)
-        self.image = DynamicBatcher("image", self._image_batch, self.model_executor, **options)
+        batching = batching or BatchingOptions()
+        self.text = DynamicBatcher("text", self.backend.embed_texts, self.model_executor, batching, metrics=metrics)
+        self.image = DynamicBatcher("image", self.backend.embed_images, self.model_executor, batching, metrics=metrics)
         self.labels = LabelCache(label_cache_size, metrics)
-        self.max_pending_decodes = max_queue
+        self.max_pending_decodes = batching.max_queue
         self._pending_decodes = 0
         self._draft = draft_size(processor)
 
@@ -136,8 +130,8 @@ class Engine:
 
         def run() -> None:
             for size in (1, 2):
-                self._text_batch(["warm-up"] * size)
-                self._image_batch([image] * size)
+                self.backend.embed_texts(["warm-up"] * size)
+                self.backend.embed_images([image] * size)
 
         await asyncio.get_running_loop().run_in_executor(self.model_executor, run)
 
@@ -154,35 +148,7 @@ class Engine:
     def stalled(self) -> str | None:
         return self.text.stalled() or self.image.stalled()
 
-    # ---- model batches (model thread) ---------------------------------------------------------------------
-    def _text_batch(self, texts: list[str]) -> list[torch.Tensor]:
-        features = encode_texts(self.model, self.processor, texts, batch_size=len(texts), normalize=False)
-        return list(features.float().cpu())
-
-    def _image_batch(self, inputs: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-        batch = {key: torch.cat([item[key] for item in inputs]) for key in inputs[0]}
-        with torch.inference_mode():
-            features = self.model.get_image_features(**model_inputs(batch, self.model.device, self.model.dtype))
-        return list(features.float().cpu())
-
     # ---- decoding (worker threads) ------------------------------------------------------------------------
-    def image_bytes(self, source: str) -> bytes:
-        """The encoded image of a request item: a data URI, bare base64, or an http(s) URL (policy checked)."""
-        if source.startswith(("http://", "https://")) or "://" in source[:16]:
-            return self.url_policy.fetch(source)
-        if source.startswith("data:"):
-            header, comma, payload = source.partition(",")
-            if not comma:
-                raise ImageError("image is a data: URI without the ',' that starts its payload (data:MIME;base64,...)")
-            if not header.endswith(";base64"):
-                raise ImageError("image is a data: URI that is not base64 (data:MIME;base64,...)")
-        else:
-            payload = source
-        try:  # standard or URL-safe alphabet; whitespace (line breaks) ignored
-            return base64.b64decode(payload.translate(_URLSAFE).encode("ascii"), validate=False)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            raise ImageError("image is neither a data: URI, valid base64 nor an http(s) URL") from None
-
     def check_pixels(self, data: bytes) -> None:
         """Refuse images over the pixel cap from their header, before any pixel is decoded."""
         try:
@@ -202,7 +168,7 @@ class Engine:
 
     def prepare_image(self, source: str | bytes) -> dict[str, torch.Tensor]:
         """Bytes or a request's image string -> the processor's tensors for one image (batch of 1)."""
-        data = source if isinstance(source, bytes) else self.image_bytes(source)
+        data = source if isinstance(source, bytes) else image_payload(source, self.url_policy)
         if not data:
             raise ImageError("image is empty (0 bytes)")
         self.check_pixels(data)

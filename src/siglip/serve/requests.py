@@ -6,7 +6,9 @@ of its items joins a batch.
   RecursionError);
 - the request model (pydantic, `schemas`), then each item on its own: text length (413) and validity (a lone
   surrogate such as "\\ud800" is not text a tokenizer can take: 400), the prompt template, image strings left to
-  the decoder (which fails per item, before the batch).
+  the decoder (which fails per item, before the batch);
+- an image item's payload (`image_payload`: data URI, bare base64 or a URL the policy allows), read on a decode
+  thread.
 
 Every refusal is a `RequestError` whose `param` names the field or the item (`input[3]`, `candidate_labels[1]`,
 `hypothesis_template`, `content-type`), so that one bad item fails its own request and never a batch.
@@ -15,15 +17,18 @@ Every refusal is a `RequestError` whose `param` names the field or the item (`in
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect, Request
 
+from ..errors import ImageError
 from ..prompt_template import template_problem
 from .schemas import ClassifyRequest, EmbeddingRequest, Item, RequestError
-from .security import Limits
+from .security import Limits, UrlPolicy
 
 LARGE_JSON = 1 << 20  # bodies above this are parsed on a worker thread
 DRAIN_FACTOR = 2  # a body up to this many times the cap is read (and dropped) before the 413
@@ -207,3 +212,25 @@ def classify_labels(body: ClassifyRequest, limits: Limits) -> list[str]:
             400, "invalid_request", f"give 1 to {limits.max_labels} candidate labels", "candidate_labels"
         )
     return [check_text(label, f"candidate_labels[{i}]", limits.max_text_chars) for i, label in enumerate(labels)]
+
+
+_URLSAFE = str.maketrans("-_", "+/")
+
+
+def image_payload(source: str, url_policy: UrlPolicy) -> bytes:
+    """The encoded image of a request item: a data URI, bare base64, or an http(s) URL (fetched if `url_policy`
+    allows it). Runs on a decode thread: a URL fetch blocks."""
+    if source.startswith(("http://", "https://")) or "://" in source[:16]:
+        return url_policy.fetch(source)
+    if source.startswith("data:"):
+        header, comma, payload = source.partition(",")
+        if not comma:
+            raise ImageError("image is a data: URI without the ',' that starts its payload (data:MIME;base64,...)")
+        if not header.endswith(";base64"):
+            raise ImageError("image is a data: URI that is not base64 (data:MIME;base64,...)")
+    else:
+        payload = source
+    try:  # standard or URL-safe alphabet; whitespace (line breaks) ignored
+        return base64.b64decode(payload.translate(_URLSAFE).encode("ascii"), validate=False)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise ImageError("image is neither a data: URI, valid base64 nor an http(s) URL") from None
