@@ -69,7 +69,12 @@ def atomic_save(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """`torch.save` to `path` all or nothing (`files.atomic_write`), creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as stream:
+            torch.save(payload, stream)
+
+    return atomic_write(path, write)
 
 
 # What a resume reads from a training checkpoint (written by the loop's save_checkpoint).
