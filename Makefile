@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-.PHONY: install test lint docs lint-imports demo browser interop-test fuzz
+.PHONY: install test lint docs lint-imports demo browser interop-test fuzz aarch64-check
 install: $(BIN)/.installed
 
 test: install
@@ -58,3 +58,8 @@ $(INTEROP)/bin/.installed: pyproject.toml
 
 interop-test: $(INTEROP)/bin/.installed
 	$(INTEROP)/bin/python -m pytest -q tests/interop
+
+# siglip's fp32 / bf16 / int8-refusal smoke test on an arm64 Debian under qemu emulation (root; slow: ~12 min the
+# first time, ~2.5 min after; not part of `make test`); state in .cache/aarch64-root. See docs/aarch64.md.
+aarch64-check: install
+	bash tools/aarch64_check.sh
