@@ -9,6 +9,7 @@ Imports nothing heavy at the top: `siglip --help` imports this module through `c
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from .errors import InputError
@@ -37,9 +38,18 @@ def load_options(dtype: str, device: Any = "auto") -> dict[str, Any]:
         raise InputError(f"dtype must be one of {', '.join(sorted(DTYPES))}, got {dtype!r}")
     if DTYPES[dtype] != "int8":
         return {"dtype": DTYPES[dtype], "device": device}
-    import torch
+    from .kernels.cpu import cpu_features
 
-    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    features = cpu_features()
+    bf16 = features.native_bf16
+    if not features.int8_supported:  # the fastest correct path instead, said in one line
+        fallback = "bfloat16" if bf16 else "float32"
+        print(
+            f"siglip: notice: int8 needs an x86 CPU with AVX2 (this is {features.machine}, {features.onednn_isa}); "
+            f"running {fallback} instead",
+            file=sys.stderr,
+        )
+        return {"dtype": fallback, "device": device}
     return {
         "dtype": "bfloat16" if bf16 else "float32",
         "device": "cpu" if device in (None, "auto") else device,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .common import run_reporting_errors
@@ -30,6 +31,7 @@ COMMANDS = (
     "score",
     "dedup",
     "compact",
+    "doctor",
     "eval",
     "convert",
 )
@@ -54,10 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if errors == "strict" and hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="backslashreplace")
     try:
-        return run_reporting_errors(args.run, args, "siglip")
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line  # one `siglip: warning: ...` line, not Python's file:line + source
+            return run_reporting_errors(args.run, args, "siglip")
     finally:
         if errors == "strict" and hasattr(sys.stdout, "reconfigure"):
             sys.stdout.reconfigure(errors=errors)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"siglip: warning: {message}", file=sys.stderr)
 
 
 def _version() -> str:

@@ -4,8 +4,8 @@
   that the processors' outputs feed the graph unchanged. Softmax stays fp32 (the reference's attention softmax is
   fp32) and so does the NaFlex position-grid resize (coordinates up to hundreds lose too much in fp16);
   LayerNormalization runs in fp16 with its fp32 statistics (ONNX's default `stash_type`).
-- int8: dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`): int8 weights per output channel,
-  activations quantised per tensor at run time (uint8), for MatMul/Conv/Gather. The NaFlex position resize is
+- int8: dynamic quantisation (`onnxruntime.quantization.quantize_dynamic`): 7-bit int8 weights per output
+  channel (right on CPUs without VNNI too), activations quantised per tensor at run time (uint8), for MatMul/Conv/Gather. The NaFlex position resize is
   left in fp32. Per-tensor activation scales cost accuracy on some models, mostly in the first layers (errors
   made there pass through every later one): the exporter then retries with the embeddings and the first
   `fp32_layers` encoder layers left in fp32 (INT8_FP32_LAYERS, in that order) and keeps the first file that
@@ -62,6 +62,10 @@ def to_int8(source: Path, target: Path, large: bool, fp32_layers: int = 0) -> No
             source,
             target,
             per_channel=True,
+            # 7-bit weights: without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime sums pairs of u8 x s8 products
+            # in saturating 16-bit lanes, and full-range weights overflow them (cosine 0.93-0.97 to fp32 there).
+            # The file is meant to run on any CPU, so it is built for the narrowest.
+            reduce_range=True,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
             use_external_data_format=large,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .cpu import cpu_features
+
 
 @dataclass(frozen=True)
 class Segments:
@@ -103,14 +105,18 @@ CPU_ATTENTION_BLOCK_SCORES = 1 << 22
 # base image tower at 196 tokens, batch 32, 7 interleaved rounds on a 2-core AMX Xeon: bf16 27.9 vs 26.3 img/s,
 # int8 37.0 vs 32.4; text tower at 64 tokens: bf16 97.0 vs 102.7 texts/s (blocked ahead), int8 level.
 AMX_FLASH_MIN_QUERIES = 128
-_CPU_HAS_AMX = bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+_CPU_HAS_AMX = cpu_features().amx
+# Blocked bf16 GEMMs need bf16 dot products: emulated (AVX2, AVX-512 without bf16) a batched bf16 matmul of the
+# base tower's attention scores took 630 ms where fp32 took 27 ms and bf16 SDPA 16 ms (AVX2 cap on the AMX Xeon).
+_CPU_HAS_NATIVE_BF16 = cpu_features().native_bf16
 
 
 def _use_blocked_cpu_attention(query: torch.Tensor, dropout: float) -> bool:
-    """bf16 inference on CPU: without AMX, PyTorch's CPU flash-attention kernel runs bf16 at ~80 GFLOP/s, while
-    oneDNN's batched GEMMs plus a bf16 softmax do the same work about twice as fast (benchmarks/results_models.md);
-    with AMX the flash kernel wins on long sequences (AMX_FLASH_MIN_QUERIES)."""
-    if _CPU_HAS_AMX and query.shape[-2] >= AMX_FLASH_MIN_QUERIES:
+    """bf16 inference on a CPU with native bf16: without AMX, PyTorch's CPU flash-attention kernel runs bf16 at
+    ~80 GFLOP/s, while oneDNN's batched GEMMs plus a bf16 softmax do the same work about twice as fast
+    (benchmarks/results_models.md); with AMX the flash kernel wins on long sequences (AMX_FLASH_MIN_QUERIES);
+    without native bf16, SDPA (which computes bf16 in fp32 blocks) is the fast one."""
+    if not _CPU_HAS_NATIVE_BF16 or (_CPU_HAS_AMX and query.shape[-2] >= AMX_FLASH_MIN_QUERIES):
         return False
     return query.device.type == "cpu" and query.dtype == torch.bfloat16 and dropout == 0 and not query.requires_grad
 

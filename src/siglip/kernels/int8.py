@@ -24,9 +24,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .cpu import cpu_features
 
 QMAX = 255  # uint8 activations
-WMAX = 127  # symmetric int8 weights (-127..127: no -128, so that -w is representable)
+# Symmetric int8 weights: -127..127 (no -128, so that -w is representable) where the CPU sums u8 x s8 products
+# in 32 bits (VNNI, AMX), -63..63 where it sums pairs in saturating 16-bit lanes (AVX2, AVX-512 without VNNI).
+# kernels/cpu.py decides; WMAX is the full range a saved checkpoint may hold.
+WMAX = 127
 # torch.quantize_per_tensor is only used for its one-pass float -> uint8 rounding (its quint8 result is not kept);
 # its deprecation notice (PyTorch 2.10+) would reach every user of the int8 path. When it is gone, the arithmetic
 # fallback below takes over.
@@ -34,12 +38,25 @@ warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecat
 _HAS_QUANTIZE = hasattr(torch, "quantize_per_tensor")
 
 
-def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, in) float weight -> (int8 weight, fp32 per-output-channel scale), symmetric round-to-nearest."""
+def quantize_weight(weight: torch.Tensor, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) float weight -> (int8 weight, fp32 per-output-channel scale), symmetric round-to-nearest to
+    +-`limit` (default: the largest this CPU's int8 GEMM sums exactly, `cpu_features().int8_weight_max`)."""
+    limit = cpu_features().int8_weight_max if limit is None else limit
     weight = weight.detach().float()
-    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / WMAX
-    quantized = torch.round(weight / scale[:, None]).clamp_(-WMAX, WMAX).to(torch.int8)
+    scale = weight.abs().amax(dim=1).clamp_min(1e-12) / limit
+    quantized = torch.round(weight / scale[:, None]).clamp_(-limit, limit).to(torch.int8)
     return quantized, scale
+
+
+def narrowed_weight(weight: torch.Tensor, scale: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """int8 weight and per-channel scale with every |w| <= `limit`: the channels of a checkpoint quantised to 8 bits
+    on a VNNI CPU that exceed a narrower CPU's range are re-rounded (same values, a coarser step)."""
+    peaks = weight.abs().amax(dim=1).float()
+    if bool((peaks <= limit).all()):
+        return weight, scale
+    factor = torch.where(peaks > limit, limit / peaks.clamp_min(1), torch.ones_like(peaks))
+    narrowed = torch.round(weight.float() * factor[:, None]).clamp_(-limit, limit).to(torch.int8)
+    return narrowed, scale.float() / factor
 
 
 def activation_qparams(low: float, high: float) -> tuple[float, int]:
@@ -143,6 +160,7 @@ class Int8Linear(nn.Module):
             with torch.no_grad():
                 weight = torch.cat([m.weight for m in group])
                 scale = torch.cat([m.weight_scale.float() for m in group])
+                weight, scale = narrowed_weight(weight, scale, cpu_features().int8_weight_max)
                 biases = [m.bias for m in group]
                 bias = torch.cat([b.float() for b in biases]) if all(b is not None for b in biases) else None
                 value = (torch.ops.onednn.qlinear_prepack(weight, None), scale, bias)
@@ -168,8 +186,21 @@ def _zero_points(count: int, device: torch.device) -> torch.Tensor:
 def check_cpu(tensor: torch.Tensor) -> None:
     if tensor.device.type != "cpu":
         raise InputError(
-            f"int8 inference runs on CPU only (oneDNN VNNI/AMX kernels); got a tensor on {tensor.device}. "
+            f"int8 inference runs on CPU only (oneDNN's x86 int8 kernels); got a tensor on {tensor.device}. "
             "On a GPU use dtype=torch.bfloat16 or float16 instead of quantization='int8'."
+        )
+    check_int8_supported()
+
+
+def check_int8_supported() -> None:
+    """Refuse int8 where oneDNN's x86 int8 GEMMs cannot run (aarch64, x86 without AVX2, PyTorch without oneDNN)."""
+    features = cpu_features()
+    if not features.int8_supported:
+        raise InputError(
+            f"int8 inference needs an x86 CPU with AVX2 and PyTorch built with oneDNN; this machine is "
+            f"{features.machine} (oneDNN ISA {features.onednn_isa}, oneDNN {'on' if features.onednn_available else 'off'}). "
+            "Load the float checkpoint with dtype=torch.float32 (or bfloat16) instead of an int8 one or "
+            "quantization='int8'."
         )
 
 
@@ -221,8 +252,11 @@ def int8_linear(
         float_dtype = residual.dtype if residual is not None else inputs.dtype
     consumer = first.__dict__.get("consumer")
     writes_uint8 = residual is None and activation is not None and consumer is not None and consumer.is_static
-    # The kernel writes fp32 or bf16 (or uint8): an fp16 model's linears compute in fp32, cast back after.
-    kernel_dtype = torch.float32 if float_dtype == torch.float16 else float_dtype
+    # The kernel writes fp32, bf16 where the CPU has native bf16 (oneDNN has no int8 -> bf16 kernel without it),
+    # or uint8: the other dtypes (fp16, bf16 without native support) compute in fp32 and are cast back after.
+    kernel_dtype = float_dtype if float_dtype == torch.float32 else torch.float32
+    if float_dtype == torch.bfloat16 and cpu_features().native_bf16:
+        kernel_dtype = torch.bfloat16
     name, algorithm = activation if activation is not None else ("none", "")
     zero_points = _zero_points(weight_scale.numel(), weight_scale.device)
     if writes_uint8:

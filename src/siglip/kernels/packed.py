@@ -25,10 +25,18 @@ from collections.abc import Sequence
 
 import torch
 
-from .int8 import Int8Linear, int8_linear
+from .cpu import cpu_features
+from .int8 import Int8Linear, check_int8_supported, int8_linear  # noqa: F401 (re-exported)
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
-_BF16_OK = _HAS_ONEDNN and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+# Packed bf16 GEMMs only where the CPU multiplies bf16 natively: elsewhere oneDNN emulates them (or, below
+# AVX-512, refuses them), and kernels/linear.py computes bf16 layers in fp32 instead.
+_BF16_OK = _HAS_ONEDNN and cpu_features().native_bf16
+# Inside a torch.compile'd model the packed GEMMs stay eager between inductor's kernels. With inductor's AVX2
+# code (PyTorch's kernels at AVX2: AVX2-only CPUs) and dynamic shapes, a compiled encoder layer mixing the two
+# returned wrong values (max |diff| 1.3, NaN in a 3-layer tower; each piece alone was right): there inductor
+# compiles the GEMMs itself.
+EAGER_KERNELS_UNDER_COMPILE = cpu_features().aten_capability.upper().startswith("AVX512")
 
 # oneDNN post-op names for the activations it can fuse: config name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none"), "relu": ("relu", "")}
@@ -55,6 +63,8 @@ class PackedWeights:
     def usable(self, inputs: torch.Tensor, weight: torch.Tensor) -> bool:
         """Whether the packed path applies to `inputs` through a linear holding `weight`."""
         if not self.enabled or not _HAS_ONEDNN or inputs.device.type != "cpu" or weight.device.type != "cpu":
+            return False
+        if torch.compiler.is_compiling() and not EAGER_KERNELS_UNDER_COMPILE:
             return False
         if inputs.dtype != weight.dtype or not (
             inputs.dtype == torch.float32 or (inputs.dtype == torch.bfloat16 and _BF16_OK)

@@ -15,7 +15,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError, DependencyError
-from ..kernels import packed, streams
+from ..kernels import linear as kernels
+from ..kernels import streams
 from ..kernels.attention import Segments, scaled_dot_product  # noqa: F401 (re-exported)
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
@@ -108,33 +109,14 @@ class SiglipAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         output, weights = scaled_dot_product(query, key, value, bias, self.implementation, dropout, need_weights)
         output = output.transpose(1, 2).reshape(batch, tokens, self.num_heads * self.head_dim)
-        projected = packed.try_packed_linear(self.out_proj, output, residual=residual)
-        if projected is None:
-            projected = self.out_proj(output)
-            projected = projected if residual is None else residual + projected
-        return projected, weights
+        return kernels.linear(self.out_proj, output, residual=residual), weights
 
     def project_qkv(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(batch, tokens, hidden) -> query, key, value as (batch, heads, tokens, head_dim) views."""
-        cache = packed.module_cache(self)
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        int8 = [isinstance(p, packed.Int8Linear) for p in projections]
-        if all(int8):  # int8: one u8 x s8 GEMM for q, k and v
-            fused = packed.int8_linear(projections, hidden_states)
-            fused = fused.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-            return fused[0], fused[1], fused[2]
-        if not any(int8) and cache.usable(hidden_states, self.q_proj.weight):
-            weights, biases = [p.weight for p in projections], [p.bias for p in projections]
-            fused = packed.packed_linear(hidden_states, cache, weights, biases)
-            fused = fused.unflatten(-1, (3, self.num_heads, self.head_dim)).permute(2, 0, 3, 1, 4)
-            return fused[0], fused[1], fused[2]
-        split = (*hidden_states.shape[:2], self.num_heads, self.head_dim)
-        return tuple(p(hidden_states).view(split).transpose(1, 2) for p in projections)
-
-
-# Rows per block of the packed MLP: with one block's (rows, intermediate) activations at a time, fc1 + GELU and
-# fc2 ran ~8 % faster in bf16 at 6272 rows (a batch of 32 images at 224 px) on the benchmark machine.
-MLP_ROW_BLOCK = 2048
+        fused = kernels.fused_linear((self.q_proj, self.k_proj, self.v_proj), hidden_states)
+        # view with the input's own sizes (not unflatten): the ONNX tracer keeps them symbolic
+        fused = fused.view(*hidden_states.shape[:-1], 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return fused[0], fused[1], fused[2]
 
 
 class SiglipMLP(nn.Module):
@@ -148,33 +130,8 @@ class SiglipMLP(nn.Module):
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        """fc2(act(fc1(x))), plus `residual` if given; on the packed path, MLP_ROW_BLOCK rows at a time."""
-        rows = hidden_states.numel() // hidden_states.shape[-1]
-        if rows <= MLP_ROW_BLOCK or not packed.module_cache(self.fc1).usable(hidden_states, self.fc1.weight):
-            return self._rows(hidden_states, residual)
-        step = math.ceil(rows / math.ceil(rows / MLP_ROW_BLOCK))  # equal blocks of at most MLP_ROW_BLOCK rows
-        flat = hidden_states.reshape(rows, -1)
-        flat_residual = residual.reshape(rows, -1) if residual is not None else None
-        blocks = [
-            self._rows(
-                flat[start : start + step], None if flat_residual is None else flat_residual[start : start + step]
-            )
-            for start in range(0, rows, step)
-        ]
-        return torch.cat(blocks).view(*hidden_states.shape[:-1], -1)
-
-    def _rows(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
-        fused_act = self.hidden_act if self.hidden_act in packed.FUSED_ACTIVATIONS else None
-        inner = packed.try_packed_linear(self.fc1, hidden_states, fused_act)
-        if inner is None:
-            inner = self.activation_fn(self.fc1(hidden_states))
-        elif fused_act is None:
-            inner = self.activation_fn(inner)
-        output = packed.try_packed_linear(self.fc2, inner, residual=residual)
-        if output is None:
-            output = self.fc2(inner)
-            output = output if residual is None else residual + output
-        return output
+        """fc2(act(fc1(x))), plus `residual` if given."""
+        return kernels.mlp(self.fc1, self.fc2, self.hidden_act, self.activation_fn, hidden_states, residual)
 
 
 class SiglipEncoderLayer(nn.Module):

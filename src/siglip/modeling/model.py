@@ -8,6 +8,7 @@ from torch import nn
 
 from ..config import SiglipConfig
 from ..errors import ConfigError, InputError
+from ..kernels import linear as kernels
 from ..loss import sigmoid_loss_from_logits
 from .outputs import BaseModelOutputWithPooling, ImageClassifierOutput, SiglipOutput
 from .pretrained import SiglipPreTrainedModel
@@ -176,7 +177,7 @@ class SiglipForImageClassification(SiglipPreTrainedModel):
             interpolate_pos_encoding=interpolate_pos_encoding,
             **vision_inputs,
         )
-        logits = self.classifier(self.pool_tokens(outputs.last_hidden_state, **vision_inputs))
+        logits = kernels.linear(self.classifier, self.pool_tokens(outputs.last_hidden_state, **vision_inputs))
         loss = self.classification_loss(logits, labels) if labels is not None else None
         output = ImageClassifierOutput(loss, logits, outputs.hidden_states, outputs.attentions)
         return output if return_dict else output.to_tuple()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..config import Siglip2VisionConfig
 from ..errors import InputError
+from ..kernels import linear as kernels
 from ..kernels import packed
 
 
@@ -49,8 +50,7 @@ class Siglip2VisionEmbeddings(nn.Module):
         positions = self.positions(spatial_shapes, pixel_values.shape[1])
         if valid is not None:
             pixel_values, positions = pixel_values[valid][None], positions[valid][None]
-        embedded = packed.try_packed_linear(self.patch_embedding, pixel_values, residual=positions)
-        return self.patch_embedding(pixel_values) + positions if embedded is None else embedded
+        return kernels.linear(self.patch_embedding, pixel_values, residual=positions)
 
     @torch.compiler.disable
     def positions(self, spatial_shapes: torch.Tensor, length: int) -> torch.Tensor:

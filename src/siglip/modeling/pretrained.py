@@ -136,21 +136,28 @@ class SiglipPreTrainedModel(nn.Module):
                 cache.enabled = enabled
                 cache.clear()
 
-    def quantize(self: ModelT, method: str = "int8", calibration: Any = None) -> ModelT:
+    def quantize(
+        self: ModelT, method: str = "int8", calibration: Any = None, min_cosine: float | None = 0.999
+    ) -> ModelT:
         """Opt-in CPU int8 inference, in place; returns the model (see siglip/quantization/).
 
         The encoder layers' linears get per-channel int8 weights and uint8 activations run through oneDNN's
         u8 x s8 GEMMs; embeddings, LayerNorms, attention products and heads stay in the model's dtype.
         `calibration` (pixel_values / input_ids tensors of a few real inputs, a dict of model inputs, or a list
         of those) fixes static activation scales (faster, batch-independent); without it each call measures its
-        input. `save_pretrained` then writes the int8 tensors, and `from_pretrained` reloads them. CPU only.
+        input. Outlier activation channels are first migrated into the weights (SmoothQuant), measured on
+        `calibration` or on synthetic inputs. With `calibration` the result is checked: the linears that cost the
+        most accuracy stay float until the smallest embedding cosine to the float model on those inputs reaches
+        `min_cosine` (None: no check), with a warning naming them. `save_pretrained` then writes the int8
+        tensors, and `from_pretrained` reloads them. CPU only: x86 with AVX2 (kernels/cpu.py picks 8-bit
+        weights with VNNI/AMX, 7-bit without); refused elsewhere with an InputError.
         """
         if method != "int8":
             raise InputError(f"quantize supports method='int8', got {method!r}")
         from ..quantization.convert import quantize_model
 
         with torch.inference_mode(False):
-            quantize_model(self, calibration)
+            quantize_model(self, calibration, min_cosine)
         return self
 
     def compile(self: ModelT, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
@@ -162,6 +169,13 @@ class SiglipPreTrainedModel(nn.Module):
         (e.g. mode="max-autotune", options={"freezing": True}). The first call pays the compilation (tens of
         seconds, kept in inductor's on-disk cache for later processes). Accuracy: tests/test_speed_modes.py.
         """
+        if not packed.EAGER_KERNELS_UNDER_COMPILE and any(isinstance(m, packed.Int8Linear) for m in self.modules()):
+            warnings.warn(
+                "compile() left this int8 model eager: with inductor's AVX2 code (this CPU has no AVX-512) the int8 "
+                "GEMMs between compiled kernels gave wrong results; it runs eager, which is right",
+                stacklevel=2,
+            )
+            return self
         for module in self.modules():  # a cache first made inside the traced forward would be made anew per call
             if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
                 packed.module_cache(module)
@@ -264,7 +278,7 @@ class SiglipPreTrainedModel(nn.Module):
             if stored_int8:  # its int8 tensors are read as stored
                 from ..quantization.convert import convert_empty, int8_buffer_names
 
-                convert_empty(model, "meta")
+                convert_empty(model, "meta", _float_layers(config.quantization_config, source))
                 keep_dtype = int8_buffer_names(model)
             model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
             safetensors_names = {torch.int8: "I8", torch.int32: "I32", torch.int64: "I64"}
@@ -333,11 +347,13 @@ class SiglipPreTrainedModel(nn.Module):
 
 
 def _refuse_int8_off_cpu(device: torch.device) -> None:
+    """int8 runs on x86 CPUs with AVX2 only: refused before anything is read (a saved int8 checkpoint too)."""
     if device.type != "cpu":
         raise InputError(
             f"int8 inference runs on CPU only (oneDNN kernels); device {device} was requested. "
             "On a GPU load with dtype=torch.bfloat16 or torch.float16 instead."
         )
+    packed.check_int8_supported()
 
 
 def _foreign_parts(cls: type[SiglipPreTrainedModel], model_shapes: dict) -> tuple[str, ...]:
@@ -367,3 +383,13 @@ def _describe_mismatch(source: str, class_name: str, missing: list[str], alignme
             parts.append(f"{title}: {shown}")
     parts.append("Check that config.json matches the weights (model_type, sizes) and that the files are complete.")
     return "\n".join(parts)
+
+
+def _float_layers(record: Any, source: str) -> list[str]:
+    """The linears a calibrated int8 checkpoint kept float (`quantization_config["float_layers"]`)."""
+    names = record.get("float_layers") if isinstance(record, dict) else None
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise CheckpointError(f"{source}: config.json quantization_config.float_layers must be a list of layer names")
+    return names

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import SiglipTextConfig
 from ..errors import InputError
+from ..kernels import linear as kernels
 from .layers import SiglipEncoder, key_padding_bias
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import SiglipPreTrainedModel
@@ -69,7 +70,7 @@ class SiglipTextModel(SiglipPreTrainedModel):
             hidden_states, bias, output_attentions, output_hidden_states
         )
         last_hidden_state = self.final_layer_norm(last_hidden_state)
-        pooled = self.head(last_hidden_state[:, -1, :])
+        pooled = kernels.linear(self.head, last_hidden_state[:, -1, :])
         output = BaseModelOutputWithPooling(last_hidden_state, pooled, all_hidden, all_attentions)
         return output if return_dict else output.to_tuple()
 
@@ -85,7 +86,7 @@ class SiglipTextModel(SiglipPreTrainedModel):
         12-layer base model's)."""
         hidden_states, bias = self._embed(input_ids, attention_mask, position_ids)
         last, _, _ = self.encoder(hidden_states, bias, last_position_only=True)
-        return self.head(self.final_layer_norm(last[:, -1, :]))
+        return kernels.linear(self.head, self.final_layer_norm(last[:, -1, :]))
 
     def _embed(
         self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None

@@ -9,7 +9,7 @@ from torch import nn
 
 from ..config import SiglipVisionConfig
 from ..errors import InputError
-from ..kernels import packed
+from ..kernels import linear as kernels
 from ..kernels.attention import Segments, scaled_dot_product
 from .layers import SiglipEncoder, SiglipMLP
 from .outputs import BaseModelOutputWithPooling
@@ -31,7 +31,7 @@ class SiglipVisionEmbeddings(nn.Module):
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
         weight = self.patch_embedding.weight
-        patches = self.patch_embedding(pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
+        patches = kernels.convolution(self.patch_embedding, pixel_values.to(weight.dtype)).flatten(2).transpose(1, 2)
         grid = (height // self.patch_size, width // self.patch_size)
         if interpolate_pos_encoding and grid != (self.grid_size, self.grid_size):
             return patches + self.resized_positions(grid)
@@ -63,15 +63,11 @@ class PackedMultiheadAttention(nn.Module):
     ) -> torch.Tensor:
         w_q, w_kv = self.in_proj_weight.split([query.shape[-1], 2 * query.shape[-1]])
         b_q, b_kv = self.in_proj_bias.split([query.shape[-1], 2 * query.shape[-1]])
-        q = F.linear(query, w_q, b_q)
-        cache = packed.module_cache(self)
-        if cache.usable(key_value, w_kv):
-            k, v = packed.packed_linear(key_value, cache, [w_kv], [b_kv]).chunk(2, dim=-1)
-        else:
-            k, v = F.linear(key_value, w_kv, b_kv).chunk(2, dim=-1)
+        q = kernels.plain_linear(query, w_q, b_q)
+        k, v = kernels.weight_linear(self, key_value, w_kv, b_kv).chunk(2, dim=-1)
         heads = lambda t: t.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # noqa: E731
         output, _ = scaled_dot_product(heads(q), heads(k), heads(v), bias, "sdpa")
-        return self.out_proj(output.transpose(1, 2).flatten(2))
+        return kernels.linear(self.out_proj, output.transpose(1, 2).flatten(2))
 
 
 class MultiheadAttentionPoolingHead(nn.Module):
