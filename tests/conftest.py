@@ -125,3 +125,17 @@ def reference_checkpoint(tmp_path_factory) -> Path:
     model.save_pretrained(folder)
     transformers.SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# tests/test_isa_matrix.py's results, one line per emulated ISA level, shown at the end of the run.
+ISA_MATRIX: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from siglip.kernels.cpu import cpu_features
+
+    if ISA_MATRIX:
+        features = cpu_features()
+        terminalreporter.section(f"ISA matrix (this CPU: {features.model}, oneDNN {features.onednn_isa})")
+        for line in ISA_MATRIX:
+            terminalreporter.write_line(line)

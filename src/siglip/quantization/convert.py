@@ -19,8 +19,13 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..kernels.int8 import Int8Linear
+from ..kernels.int8 import Int8Linear, check_int8_supported
 from ..modeling.layers import SiglipAttention, SiglipEncoder, SiglipMLP
+from .calibration import synthetic_batches
+from .observe import as_batches, embeddings, observe
+from .selfcheck import MIN_COSINE, Swap, keep_float_until, local_error, logit_spread, report
+from .selfcheck import min_cosine as min_cosine_of
+from .smoothing import ALPHA, smooth
 
 METHOD = "int8"
 # config.quantization_config of a saved int8 model; from_pretrained rebuilds the int8 modules when it is set.
@@ -29,6 +34,7 @@ CONFIG_KEY = "quantization_config"
 # towers, widths 64 and 768), the worst embedding cosine to fp32 was 0.9914 at 1.0x, 0.9976 at 1.25x and 0.9998
 # at 1.5x; the extra resolution lost costs nothing measurable at the base width (0.99995 either way).
 CALIBRATION_MARGIN = 1.5
+SMOOTHING = f"smoothquant-{ALPHA}"  # recorded in quantization_config
 
 
 def encoder_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
@@ -45,49 +51,39 @@ def encoder_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
 def _link_consumers(model: nn.Module) -> None:
     """fc1 knows its fc2, so that with static scales fc1's GELU output leaves the GEMM as uint8."""
     for mlp in (m for m in model.modules() if isinstance(m, SiglipMLP)):
-        if isinstance(mlp.fc1, Int8Linear) and isinstance(mlp.fc2, Int8Linear):
-            mlp.fc1.__dict__["consumer"] = mlp.fc2
+        if isinstance(mlp.fc1, Int8Linear):
+            mlp.fc1.__dict__["consumer"] = mlp.fc2 if isinstance(mlp.fc2, Int8Linear) else None
 
 
-def convert_empty(model: nn.Module, device: torch.device | str | None = None) -> None:
+def _linear_names(model: nn.Module) -> dict[nn.Module, str]:
+    return {module: name for name, module in model.named_modules()}
+
+
+def convert_empty(model: nn.Module, device: torch.device | str | None = None, float_layers: Any = ()) -> None:
     """Replace the linears by int8 ones of the same shapes with unset contents (a saved int8 checkpoint fills
-    them); used by from_pretrained on the meta device."""
-    for owner, name in encoder_linears(model):
+    them); used by from_pretrained on the meta device. `float_layers`: names of linears the calibration kept float."""
+    keep = set(float_layers or ())
+    names = _linear_names(model)
+    for owner, name in list(encoder_linears(model)):
         linear = getattr(owner, name)
+        if names.get(linear) in keep:
+            continue
         setattr(owner, name, Int8Linear(linear.in_features, linear.out_features, linear.bias is not None, device))
     _link_consumers(model)
 
 
-def observe_ranges(model: nn.Module, run: Any) -> dict[nn.Module, tuple[float, float]]:
-    """Min / max of each replaced linear's input while `run()` calls the float model (plain path, no packing)."""
-    ranges: dict[nn.Module, tuple[float, float]] = {}
+def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float | None = MIN_COSINE) -> nn.Module:
+    """Make `model`'s encoder linears int8 in place (CPU only); `calibration`: inputs for static scales.
 
-    def record(module: nn.Module, args: tuple) -> None:
-        low, high = torch.aminmax(args[0].detach().float())
-        old = ranges.get(module, (float("inf"), float("-inf")))
-        ranges[module] = (min(old[0], float(low)), max(old[1], float(high)))
-
-    linears = [getattr(owner, name) for owner, name in encoder_linears(model)]
-    handles = [linear.register_forward_pre_hook(record) for linear in linears]
-    set_packing = getattr(model, "set_weight_packing", None)
-    try:
-        if set_packing is not None:
-            set_packing(False)  # the packed path bypasses module calls, and so the hooks
-        with torch.no_grad():
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
-        if set_packing is not None:
-            set_packing(True)
-    return ranges
-
-
-def quantize_model(model: nn.Module, calibration: Any = None) -> nn.Module:
-    """Make `model`'s encoder linears int8 in place (CPU only); `calibration`: inputs for static scales."""
+    Activation outliers are first migrated into the weights (smoothing.py), measured on `calibration` or, without
+    it, on a few synthetic inputs (calibration.synthetic_batches). The int8 model is then checked against the
+    float one on the same inputs, and the linears that cost the most go back to float until the smallest
+    embedding cosine there is within half of `min_cosine`'s allowance (None: no check); see selfcheck.py.
+    """
+    check_int8_supported()
     if next(model.parameters()).device.type != "cpu":
         raise InputError(
-            "int8 inference runs on CPU only (oneDNN VNNI/AMX kernels); this model is on "
+            "int8 inference runs on CPU only (oneDNN's x86 int8 kernels); this model is on "
             f"{next(model.parameters()).device}. Move it with model.to('cpu') first, or use bf16/fp16 on the GPU."
         )
     if any(isinstance(m, Int8Linear) for m in model.modules()):
@@ -95,43 +91,70 @@ def quantize_model(model: nn.Module, calibration: Any = None) -> nn.Module:
             "this model is already quantized to int8; to calibrate it, load the float checkpoint and call "
             "quantize('int8', calibration=...) once (or from_pretrained(..., quantization='int8', calibration=...))"
         )
-    ranges = observe_ranges(model, lambda: _run_calibration(model, calibration)) if calibration is not None else {}
-    for owner, name in encoder_linears(model):
-        linear = getattr(owner, name)
+    if min_cosine is not None and not 0 < min_cosine <= 1:
+        raise InputError(f"min_cosine must be in (0, 1] or None, got {min_cosine!r}")
+    static = calibration is not None
+    batches = as_batches(calibration) if static else synthetic_batches(model)
+    places = list(encoder_linears(model))
+    linears = [getattr(owner, name) for owner, name in places]
+    stats, reference = {}, []
+    if batches:
+        smooth(model, {linear: found.channel_peak for linear, found in observe(model, linears, batches).items()})
+        stats = observe(model, linears, batches)
+        with torch.no_grad():  # the float model by the path it runs (packed): what the int8 one is measured against
+            reference = [embeddings(model, batch) for batch in batches]
+    names = _linear_names(model)
+    spreads = {  # q and k's errors weigh by their layer's logit spread (selfcheck.logit_spread)
+        owner: logit_spread(owner, stats[owner.q_proj])
+        for owner, name in places
+        if name == "q_proj" and owner.q_proj in stats
+    }
+    swaps = []
+    for (owner, name), linear in zip(places, linears):
         quantized = Int8Linear.from_linear(linear)
-        if linear in ranges:
-            low, high = ranges[linear]
+        if static and linear in stats:
+            low, high = stats[linear].low, stats[linear].high
             quantized.set_input_range(min(low, 0.0) * CALIBRATION_MARGIN, max(high, 0.0) * CALIBRATION_MARGIN)
         setattr(owner, name, quantized)
+        if linear in stats:
+            error = local_error(quantized, linear, stats[linear])
+            if name in ("q_proj", "k_proj"):
+                error *= spreads[owner]
+            to_float = lambda owner=owner, name=name, linear=linear: setattr(owner, name, linear)  # noqa: E731
+            to_int8 = lambda owner=owner, name=name, q=quantized: setattr(owner, name, q)  # noqa: E731
+            swaps.append(Swap(names[linear], to_float, to_int8, error))
     _link_consumers(model)
+    restored: list[str] = []
+    if min_cosine is not None and swaps:
+        for batch, expected in zip(batches, reference):  # one tower at a time: its own linears, its own inputs
+            tower = _tower_prefix(batch, names.values())
+            own = [swap for swap in swaps if swap.name.startswith(tower) and swap.name not in restored]
+
+            def measure(batch=batch, expected=expected) -> float:
+                _link_consumers(model)
+                with torch.no_grad():
+                    return min_cosine_of([embeddings(model, batch)], [expected])
+
+            # half the allowed error on the inputs measured, so that the target holds on inputs not seen
+            cosine, kept = keep_float_until(1 - (1 - min_cosine) / 2, measure, own)
+            report(cosine, min_cosine, kept, len(own))
+            restored += kept
+        _link_consumers(model)
     config = getattr(model, "config", None)
     if config is not None:
-        record = {"quant_method": METHOD, "activations": "static" if ranges else "dynamic"}
+        record = {"quant_method": METHOD, "activations": "static" if static else "dynamic",
+                  "smoothing": SMOOTHING if batches else None, "float_layers": restored}  # fmt: skip
         config.extras[CONFIG_KEY] = record
         setattr(config, CONFIG_KEY, record)
     return model
 
 
-def _run_calibration(model: nn.Module, calibration: Any) -> None:
-    """One float forward over `calibration`: a tensor (pixel_values or input_ids, by the model's tower), a dict
-    of model inputs, or a list of either."""
-    batches = calibration if isinstance(calibration, (list, tuple)) else [calibration]
-    for batch in batches:
-        if isinstance(batch, dict):
-            inputs = dict(batch)
-        elif torch.is_tensor(batch):
-            key = "input_ids" if not batch.is_floating_point() else "pixel_values"
-            inputs = {key: batch}
-        else:
-            raise InputError(
-                f"calibration must be a tensor, a dict of model inputs or a list of them, got {type(batch).__name__}"
-            )
-        if "pixel_values" in inputs and "input_ids" not in inputs and hasattr(model, "get_image_features"):
-            model.get_image_features(**inputs)
-        elif "input_ids" in inputs and "pixel_values" not in inputs and hasattr(model, "text_model"):
-            model.text_model(**inputs)  # every position (get_text_features skips most of the last layer's)
-        else:
-            model(**inputs)
+def _tower_prefix(batch: dict, names: Any) -> str:
+    """The module-name prefix of the tower `batch` feeds in a two-tower model ("" for one tower, or both)."""
+    if "pixel_values" in batch and "input_ids" in batch:
+        return ""
+    prefix = "vision_model." if "pixel_values" in batch else "text_model."
+    return prefix if any(name.startswith(prefix) for name in names) else ""
 
 
 def int8_buffer_names(model: nn.Module) -> set[str]:
