@@ -25,7 +25,12 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    from siglip.kernels.cpu import cpu_features
+
+    features = cpu_features()
+    cap = f" capped by ONEDNN_MAX_CPU_ISA={features.onednn_isa_cap}" if features.onednn_isa_cap else ""
+    isa = f"oneDNN ISA {features.onednn_isa}{cap}, PyTorch kernels {features.aten_capability}"
+    return f"{cpu} ({isa}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def record(
