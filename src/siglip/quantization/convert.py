@@ -35,6 +35,10 @@ CONFIG_KEY = "quantization_config"
 # at 1.5x; the extra resolution lost costs nothing measurable at the base width (0.99995 either way).
 CALIBRATION_MARGIN = 1.5
 SMOOTHING = f"smoothquant-{ALPHA}"  # recorded in quantization_config
+# The self-check aims at 1 - (1 - min_cosine) * MARGIN on the inputs it measures: calibrated on 4 photos of a tower
+# whose attention logits amplify errors (LayerNorm gains x20 before q/k), half the allowance there (0.9995) gave
+# 0.9982 on 4 unseen photos, a quarter 0.999+.
+MARGIN = 0.25
 
 
 def encoder_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
@@ -135,8 +139,8 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
                 with torch.no_grad():
                     return min_cosine_of([embeddings(model, batch)], [expected])
 
-            # half the allowed error on the inputs measured, so that the target holds on inputs not seen
-            cosine, kept = keep_float_until(1 - (1 - min_cosine) / 2, measure, own)
+            # a quarter of the allowed error on the inputs measured, so that the target holds on inputs not seen
+            cosine, kept = keep_float_until(1 - (1 - min_cosine) * MARGIN, measure, own)
             report(cosine, min_cosine, kept, len(own))
             restored += kept
         _link_consumers(model)
