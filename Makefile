@@ -14,8 +14,10 @@ $(BIN)/.installed: pyproject.toml
 .PHONY: install test lint docs lint-imports demo browser interop-test fuzz aarch64-check
 install: $(BIN)/.installed
 
+# torch.compile's kernel cache in this checkout (.cache/inductor), not the machine-wide /tmp one: a compiled
+# kernel half-written by another process sharing that cache aborted the suite ("file too short", then SIGABRT).
 test: install
-	$(BIN)/python -m pytest -q
+	TORCHINDUCTOR_CACHE_DIR=$${TORCHINDUCTOR_CACHE_DIR:-$(CURDIR)/.cache/inductor} $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -22,9 +22,13 @@ from . import packed
 from .cpu import cpu_features
 
 
+# Read once: torch.compile traces this module's functions, and a call into cpu_features() would be traced too.
+_NATIVE_BF16 = cpu_features().native_bf16
+
+
 def compute_dtype(inputs: torch.Tensor) -> torch.dtype:
     """The dtype a GEMM over `inputs` computes in: bf16 on a CPU without native bf16 computes in fp32."""
-    if inputs.dtype == torch.bfloat16 and inputs.device.type == "cpu" and not cpu_features().native_bf16:
+    if inputs.dtype == torch.bfloat16 and inputs.device.type == "cpu" and not _NATIVE_BF16:
         return torch.float32
     return inputs.dtype
 
