@@ -461,3 +461,27 @@ def test_the_fetch_deadline_covers_dns(monkeypatch):
     with pytest.raises(FetchError, match="timeout|deadline|did not finish"):
         fetch.fetch_url("http://slow-dns.example/x.png", timeout=0.5)
     assert time.monotonic() - started < 2.0
+
+
+def test_formats_outside_the_default_set_are_refused_before_any_parser_runs(server, photos, monkeypatch):
+    """An ICO or PSD data URI is a 400 that says how to allow the format; the header check opens only the
+    formats the decoder accepts (another format's parser is never reached)."""
+    import io
+
+    from PIL import Image
+
+    opened = []
+    real_open = Image.open
+
+    def spying_open(fp, mode="r", formats=None):
+        opened.append(formats)
+        return real_open(fp, mode, formats)
+
+    monkeypatch.setattr(Image, "open", spying_open)
+    icon = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(icon, format="ICO")
+    reply = server("/v1/embeddings", {"input": [{"image": data_uri(icon.getvalue())}]})
+    assert reply.status == 400 and reply.json["error"]["param"] == "input[0]", reply.body
+    assert "allowed_formats" in reply.json["error"]["message"] or "allow-format" in reply.json["error"]["message"]
+    assert opened and all(formats is not None and "ICO" not in formats for formats in opened)
+    assert server("/v1/embeddings", {"input": [{"image": data_uri(photos[0])}]}).status == 200

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..prompt_template import check_template
-from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DTYPES
+from .common import DEFAULT_DEVICE, DEFAULT_MODEL, DTYPES, add_format_argument
 
 HEADER_TIMEOUT_S, KEEP_ALIVE_TIMEOUT_S = 10.0, 5.0  # serve.server's defaults (not imported: uvicorn)
 
@@ -35,6 +35,7 @@ def register(subcommands: Any) -> None:
     model.add_argument("--fast-decode", action="store_true", help="decode JPEGs at a reduced scale (approximate)")
     model.add_argument("--fast-preprocess", action="store_true", help="batched torch image resize (approximate)")
     model.add_argument("--template", default=None, help="default zero-shot hypothesis template, e.g. 'a photo of {}'")
+    add_format_argument(model)
     net = parser.add_argument_group("network")
     net.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     net.add_argument("--port", type=int, default=8000, help="port, 0-65535 (default: %(default)s)")

@@ -19,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..encode import draft_size, load_rgb
 from ..errors import ImageError, InputError
+from ..image.formats import refused, resolve_formats
 from ..modeling.model import l2_normalize
 from ..threads import default_workers
 from ..zero_shot import pipeline
@@ -151,9 +152,14 @@ class Engine:
     # ---- decoding (worker threads) ------------------------------------------------------------------------
     def check_pixels(self, data: bytes) -> None:
         """Refuse images over the pixel cap from their header, before any pixel is decoded."""
+        formats = resolve_formats(None)  # the formats the decoder accepts: another format's parser never runs
         try:
-            with Image.open(io.BytesIO(data)) as header:
+            with Image.open(io.BytesIO(data), formats=formats) as header:
                 width, height = header.size
+        except UnidentifiedImageError:
+            if formats is None:
+                raise ImageError("image is not a format Pillow can read") from None
+            raise refused(data[:16], "image", formats) from None
         except Image.DecompressionBombError:
             raise TooLargeError(
                 f"image is too large (decompression bomb; cap {self.limits.max_image_pixels} pixels)"
