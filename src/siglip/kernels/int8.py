@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from .cache_key import tensor_key
 from .cpu import cpu_features
 
 QMAX = 255  # uint8 activations
@@ -151,8 +152,6 @@ class Int8Linear(nn.Module):
     def packed(self, group: Sequence[Int8Linear]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(oneDNN-packed int8 weight, per-channel scale, bias) of `group` (this module first; several linears
         sharing one input, e.g. q, k and v, concatenated along outputs), packed on first use."""
-        from .packed import tensor_key  # packed.py imports this module at its top
-
         tensors = [t for m in group for t in (m.weight, m.weight_scale, m.bias) if t is not None]
         key = tuple(tensor_key(t) for t in tensors)
         cached_key, value = self.__dict__["_packed"]

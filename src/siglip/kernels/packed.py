@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 import torch
 
+from .cache_key import tensor_key  # noqa: F401 (re-exported)
 from .cpu import cpu_features
 from .int8 import Int8Linear, check_int8_supported, int8_linear  # noqa: F401 (re-exported)
 
@@ -40,13 +41,6 @@ EAGER_KERNELS_UNDER_COMPILE = cpu_features().aten_capability.upper().startswith(
 
 # oneDNN post-op names for the activations it can fuse: config name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none"), "relu": ("relu", "")}
-
-
-def tensor_key(tensor: torch.Tensor) -> tuple:
-    """What identifies a tensor's contents for a cache: storage, in-place version (None for inference tensors,
-    which track none), dtype and device."""
-    version = None if tensor.is_inference() else tensor._version
-    return tensor.data_ptr(), version, tensor.dtype, tensor.device
 
 
 class PackedWeights:
