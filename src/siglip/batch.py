@@ -61,3 +61,13 @@ class BatchFeature(dict):
 
 
 BatchEncoding = BatchFeature
+
+
+def model_inputs(inputs: Any, device: torch.device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """A processor batch moved to the model's device; floating inputs (pixels) take the model's dtype."""
+    moved = {}
+    for key, value in dict(inputs).items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, dtype) if dtype is not None and value.is_floating_point() else value.to(device)
+        moved[key] = value
+    return moved

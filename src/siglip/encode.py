@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from .batch import model_inputs  # noqa: F401 (re-exported: encode.model_inputs)
 from .image.batches import ImageBatch, iter_image_batches
 from .image.loading import load_image
 from .modeling.model import l2_normalize
@@ -23,16 +24,6 @@ def load_rgb(
     options = {"timeout": timeout} if timeout else {}
     image = load_image(source, honor_exif=honor_exif, draft_size=draft_size, **options)
     return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def model_inputs(inputs: Any, device: torch.device, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """A processor batch moved to the model's device; floating inputs (pixels) take the model's dtype."""
-    moved = {}
-    for key, value in dict(inputs).items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, dtype) if dtype is not None and value.is_floating_point() else value.to(device)
-        moved[key] = value
-    return moved
 
 
 def text_length(config: Any) -> int:

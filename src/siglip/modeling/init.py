@@ -13,8 +13,6 @@ import math
 import torch
 from torch import nn
 
-from .layers import SiglipAttention, SiglipMLP
-
 # The std of a unit normal truncated to [-2, 2]: dividing by it makes the truncated draw have the wanted std.
 TRUNCATED_STD = 0.87962566103423978
 
@@ -50,41 +48,17 @@ def variance_scaling_(tensor: torch.Tensor, distribution: str = "truncated_norma
 
 
 def init_module(module: nn.Module) -> None:
-    """Initialise one module in place.
+    """Initialise one module in place: its class's own rule (`init_own_weights`, next to the class it
+    initialises), else the generic one for embeddings, linear / conv layers and LayerNorms.
 
     `nn.Module.apply` visits children before parents, so a parent's rule (xavier for attention projections,
     the classifier's std) overrides the generic lecun-normal its linears received first.
     """
-    from .model import SiglipForImageClassification, SiglipModel
-    from .naflex import Siglip2VisionEmbeddings
-    from .vision import MultiheadAttentionPoolingHead, SiglipVisionEmbeddings
-
-    if isinstance(module, SiglipVisionEmbeddings | Siglip2VisionEmbeddings):
-        nn.init.normal_(module.position_embedding.weight, std=1 / math.sqrt(module.position_embedding.weight.shape[1]))
-        patch = module.patch_embedding
-        variance_scaling_(patch.weight)
-        nn.init.zeros_(patch.bias)
+    own_rule = getattr(module, "init_own_weights", None)
+    if own_rule is not None:
+        own_rule()
     elif isinstance(module, nn.Embedding):
         variance_scaling_(module.weight, distribution="normal")
-    elif isinstance(module, SiglipAttention):
-        for linear in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
-            nn.init.xavier_uniform_(linear.weight)
-            nn.init.zeros_(linear.bias)
-    elif isinstance(module, SiglipMLP):
-        for linear in (module.fc1, module.fc2):
-            nn.init.xavier_uniform_(linear.weight)
-            nn.init.normal_(linear.bias, std=1e-6)
-    elif isinstance(module, MultiheadAttentionPoolingHead):
-        nn.init.xavier_uniform_(module.probe)
-        nn.init.xavier_uniform_(module.attention.in_proj_weight)
-        nn.init.zeros_(module.attention.in_proj_bias)
-    elif isinstance(module, SiglipModel):
-        nn.init.zeros_(module.logit_scale)
-        nn.init.zeros_(module.logit_bias)
-    elif isinstance(module, SiglipForImageClassification) and isinstance(module.classifier, nn.Linear):
-        std = module.config.vision_config.hidden_size**-0.5 * module.config.initializer_factor
-        nn.init.normal_(module.classifier.weight, std=std)
-        nn.init.zeros_(module.classifier.bias)
     elif isinstance(module, nn.Linear | nn.Conv2d):
         variance_scaling_(module.weight)
         if module.bias is not None:

@@ -91,6 +91,12 @@ class SiglipAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, hidden_size)
 
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): xavier-uniform projections, zero biases."""
+        for linear in (self.q_proj, self.k_proj, self.v_proj, self.out_proj):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -128,6 +134,12 @@ class SiglipMLP(nn.Module):
         self.activation_fn = activation(hidden_act)
         self.fc1 = nn.Linear(hidden_size, intermediate_size)
         self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): xavier-uniform weights, tiny-normal biases."""
+        for linear in (self.fc1, self.fc2):
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.normal_(linear.bias, std=1e-6)
 
     def forward(self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """fc2(act(fc1(x))), plus `residual` if given."""

@@ -81,6 +81,11 @@ class SiglipModel(SiglipPreTrainedModel):
             **vision_inputs,
         ).pooler_output
 
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): zero logit scale and bias (training sets its own)."""
+        nn.init.zeros_(self.logit_scale)
+        nn.init.zeros_(self.logit_bias)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -154,6 +159,14 @@ class SiglipForImageClassification(SiglipPreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.vision_model.embeddings.patch_embedding
+
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): a normal classifier of std initializer_factor /
+        sqrt(width)."""
+        if isinstance(self.classifier, nn.Linear):
+            std = self.config.vision_config.hidden_size**-0.5 * self.config.initializer_factor
+            nn.init.normal_(self.classifier.weight, std=std)
+            nn.init.zeros_(self.classifier.bias)
 
     def forward(
         self,

@@ -22,6 +22,7 @@ from ..config import Siglip2VisionConfig
 from ..errors import InputError
 from ..kernels import linear as kernels
 from ..kernels import packed
+from .init import variance_scaling_
 
 
 class Siglip2VisionEmbeddings(nn.Module):
@@ -38,6 +39,12 @@ class Siglip2VisionEmbeddings(nn.Module):
         self.grid_size = math.isqrt(config.num_patches)
         self._grid_cache: OrderedDict[tuple[int, int], torch.Tensor] = OrderedDict()
         self._cache_key: tuple | None = None
+
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): 1/sqrt(width) positions, lecun-normal patches."""
+        nn.init.normal_(self.position_embedding.weight, std=1 / math.sqrt(self.position_embedding.weight.shape[1]))
+        variance_scaling_(self.patch_embedding.weight)
+        nn.init.zeros_(self.patch_embedding.bias)
 
     def forward(
         self, pixel_values: torch.Tensor, spatial_shapes: torch.Tensor, valid: torch.Tensor | None = None

@@ -3,6 +3,8 @@ multihead attention pooling (MAP) head."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,6 +13,7 @@ from ..config import SiglipVisionConfig
 from ..errors import InputError
 from ..kernels import linear as kernels
 from ..kernels.attention import Segments, scaled_dot_product
+from .init import variance_scaling_
 from .layers import SiglipEncoder, SiglipMLP
 from .outputs import BaseModelOutputWithPooling
 from .pretrained import SiglipPreTrainedModel
@@ -27,6 +30,12 @@ class SiglipVisionEmbeddings(nn.Module):
             config.num_channels, config.hidden_size, kernel_size=config.patch_size, stride=config.patch_size
         )
         self.position_embedding = nn.Embedding(self.grid_size**2, config.hidden_size)
+
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): 1/sqrt(width) positions, lecun-normal patches."""
+        nn.init.normal_(self.position_embedding.weight, std=1 / math.sqrt(self.position_embedding.weight.shape[1]))
+        variance_scaling_(self.patch_embedding.weight)
+        nn.init.zeros_(self.patch_embedding.bias)
 
     def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
         height, width = pixel_values.shape[-2:]
@@ -79,6 +88,12 @@ class MultiheadAttentionPoolingHead(nn.Module):
         self.attention = PackedMultiheadAttention(config.hidden_size, config.num_attention_heads)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
+
+    def init_own_weights(self) -> None:
+        """Initialisation from scratch (modeling/init.py): xavier-uniform probe and in-projection."""
+        nn.init.xavier_uniform_(self.probe)
+        nn.init.xavier_uniform_(self.attention.in_proj_weight)
+        nn.init.zeros_(self.attention.in_proj_bias)
 
     def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor | Segments | None = None) -> torch.Tensor:
         """Pooled (batch, hidden); with `Segments`, one probe per packed sequence of `hidden_states`."""

@@ -47,7 +47,7 @@ def calibration_batch(
 ) -> dict[str, torch.Tensor]:
     """Model inputs for `model.quantize("int8", calibration=...)`: `images` (PIL images) through the image
     processor, `texts` (default DEFAULT_TEXTS where the model has a text tower) through the tokenizer."""
-    from ..encode import model_inputs
+    from ..batch import model_inputs
 
     has_vision = hasattr(model, "get_image_features") or hasattr(model.config, "image_size")
     has_text = hasattr(model, "get_text_features") or hasattr(model.config, "vocab_size")
