@@ -21,7 +21,6 @@ from torch import nn
 from . import packed
 from .cpu import cpu_features
 
-
 # Read once: torch.compile traces this module's functions, and a call into cpu_features() would be traced too.
 _NATIVE_BF16 = cpu_features().native_bf16
 
