@@ -7,7 +7,8 @@ answers can be checked: the top hit of "a red square" is red_square.png, an uplo
 and the bar chart shows `siglip.pipeline`'s scores. Without Chromium the test is skipped, except under CI
 (`CI=true`), where `make browser` must have installed it and its absence is a failure.
 
-`SIGLIP_SCREENSHOT_DIR=docs` (what `examples/screenshot_serve.py` sets) also writes the README's screenshots there.
+`SIGLIP_SCREENSHOT_DIR=docs` (what `examples/screenshot_serve.py` sets) writes the screenshots
+docs/serving.md shows there too.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A collection: the output folder of `siglip embed SOURCE --out DIR`, kept in step with its source by syncs.
 
-Layout (see the README's "Embedding at scale and search" for the invariants)::
+Layout (docs/collections.md, "Syncing", says what each sync guarantees)::
 
     collection.json                     settings every embedding shares: model identity, kind, preprocessing...
     state.json                          the committed segments, in order, the generation and the source root

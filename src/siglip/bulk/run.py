@@ -115,8 +115,8 @@ def embed_source(
     is a name of `runtime.DTYPES`. With `ray`, the embedding runs on Ray Data (`ray_address`: a cluster
     address, None for a local instance) with `ray_actors` model replicas; otherwise in this process with
     `workers` decoding threads. `use_fast` picks the batched torch image processor, `fast_decode` reduced-scale
-    JPEG decoding (both approximate, see the README). `dry_run` plans without writing; `rebuild` discards the
-    collection first. `batch_size` is capped at `max_batch_size` (memory), with a note in the summary.
+    JPEG decoding (both approximate: docs/preprocessing.md). `dry_run` plans without writing; `rebuild`
+    discards the collection first. `batch_size` is capped at `max_batch_size` (memory), with a note in the summary.
     Returns the counts of the live collection and, in `changes`, what this sync did.
     """
     from ..auto import AutoConfig

@@ -75,7 +75,7 @@ def register(subcommands: Any) -> None:
     security.add_argument("--max-items", type=int, default=256, help="inputs per request cap")
     security.add_argument("--max-text-chars", type=int, default=10_000, help="characters per text cap")
     security.add_argument("--max-image-pixels", type=int, default=50_000_000, help="pixels per image cap")
-    parser.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead (see the README)")
+    parser.add_argument("--ray", action="store_true", help="deploy on Ray Serve instead (see docs/serving.md)")
     parser.add_argument(
         "--num-replicas", type=int, default=None, help="with --ray: replicas (default: one per GPU, else 1)"
     )

@@ -36,7 +36,7 @@ class TrainConfig:
         1.0, "from scratch: multiply the text tower's query/key weights by this at init (sharper attention)"
     )
     lock_text_steps: int = option(
-        0, "keep the text tower at its initial weights for the first N steps (small-batch collapse, see README)"
+        0, "keep the text tower at its initial weights for the first N steps (small-batch collapse: docs/training.md)"
     )
     # ---- data ----------------------------------------------------------------------------------------------
     data: str = option(

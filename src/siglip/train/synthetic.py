@@ -40,7 +40,7 @@ JITTER = 0.12  # the centre moves up to this fraction of the side from the middl
 
 # Two short templates, half the captions naming the shape alone. Longer templates ("a small red circle on a gray
 # background", ...) made the fixed random text targets of the first training phase too noisy for the image tower
-# to learn shape from (see the README's demo-model section).
+# to learn shape from (see docs/training.md, "The demo model").
 TEMPLATES = ("a {colour} {shape}", "a {shape}")
 # Prompts for zero-shot evaluation (also what a user would type): the training templates. Colour is read off the
 # predicted colour x shape prompt (there is no colour-only caption).
