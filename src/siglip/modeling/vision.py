@@ -54,8 +54,8 @@ class SiglipVisionEmbeddings(nn.Module):
         return resized.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], -1)
 
 
-class PackedMultiheadAttention(nn.Module):
-    """Cross-attention with packed q/k/v input projections: the `nn.MultiheadAttention` parameter layout
+class MultiheadCrossAttention(nn.Module):
+    """Cross-attention with one q/k/v input projection: the `nn.MultiheadAttention` parameter layout
     (`in_proj_weight`, `in_proj_bias`, `out_proj`) that SigLIP checkpoints store for the MAP head."""
 
     uses_packed_weights = True  # fused projections keep a packed-weight cache (packed.py)
@@ -85,7 +85,7 @@ class MultiheadAttentionPoolingHead(nn.Module):
     def __init__(self, config: SiglipVisionConfig) -> None:
         super().__init__()
         self.probe = nn.Parameter(torch.empty(1, 1, config.hidden_size))
-        self.attention = PackedMultiheadAttention(config.hidden_size, config.num_attention_heads)
+        self.attention = MultiheadCrossAttention(config.hidden_size, config.num_attention_heads)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = SiglipMLP(config.hidden_size, config.intermediate_size, config.hidden_act)
 
