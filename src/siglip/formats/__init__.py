@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, UnsafeCheckpointError
-from ..hub import HUB_ID, HubOptions, resolve_stored_file
+from ..hub_files import HUB_ID, HubOptions, resolve_stored_file
 from . import big_vision, namemap, open_clip
 
 # Files a foreign source's view supplies (in place of whatever the source holds under these names).
