@@ -380,7 +380,7 @@ def test_several_npz_files_in_a_folder_are_refused(hub_folder, tmp_path):
     ],
 )
 def test_big_vision_variant_names(name, expected):
-    from siglip.formats.big_vision import SIZES, parse_variant
+    from siglip.foreign.big_vision import SIZES, parse_variant
 
     variant = parse_variant(name)
     assert (variant.family, variant.vocabulary, variant.naflex, variant.size, variant.resolution) == expected

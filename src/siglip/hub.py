@@ -3,7 +3,7 @@
 `from_pretrained` everywhere in the library accepts either a local folder or a Hugging Face Hub id
 (`org/name`). `resolve_file` finds a file in either (hub_files.py: folders as they are, Hub ids through
 `huggingface_hub` and its cache); for an open_clip folder or a big_vision `.npz` the Hub metadata files come
-from the source's Hub view (siglip/formats). Nothing here loads weights: see `weights.py`.
+from the source's Hub view (siglip/foreign). Nothing here loads weights: see `weights.py`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ def resolve_file(
     """Return the local path of `filename` inside a folder or Hub repo.
 
     For an open_clip folder or a big_vision `.npz` the Hub metadata files (config.json, the processor and
-    tokenizer files) come from its Hub view (siglip/formats), so every loader reads such sources unchanged.
+    tokenizer files) come from its Hub view (siglip/foreign), so every loader reads such sources unchanged.
     """
-    from .formats import VIEW_FILES, hub_view
+    from .foreign import VIEW_FILES, hub_view
 
     if filename in VIEW_FILES and (view := hub_view(name_or_path, options)) is not None:
         folder, foreign = view

@@ -1,6 +1,6 @@
 """`siglip convert SRC --out DIR [--to hub|open_clip|big_vision]`: move a checkpoint between formats.
 
-SRC is a Hub id or folder (Hub layout or open_clip / timm), or a big_vision `.npz` (see siglip/formats/).
+SRC is a Hub id or folder (Hub layout or open_clip / timm), or a big_vision `.npz` (see siglip/foreign/).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Convert a checkpoint between the Hub layout, open_clip and big_vision `.npz` (`siglip convert`).
 
 Every direction goes through the Hub's names: a source in another format is read with `open_foreign`, a Hub
-source as it is; the target format's table (formats/open_clip.py, formats/big_vision.py) renames and reshapes.
+source as it is; the target format's table (foreign/open_clip.py, foreign/big_vision.py) renames and reshapes.
 The output folder always carries the tokenizer and image-processor files, so that it loads on its own.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, InputError
+from ..foreign import Foreign, big_vision, namemap, open_clip, open_foreign, write_metadata
 from ..hub import HUB_ID, HubOptions, is_local, resolve_file
-from . import Foreign, big_vision, namemap, open_clip, open_foreign, write_metadata
 
 TARGETS = ("hub", "open_clip", "big_vision")
 
