@@ -31,7 +31,7 @@ def resolve_file(
     For an open_clip folder or a big_vision `.npz` the Hub metadata files (config.json, the processor and
     tokenizer files) come from its Hub view (siglip/foreign), so every loader reads such sources unchanged.
     """
-    from .foreign import VIEW_FILES, hub_view
+    from .foreign.view import VIEW_FILES, hub_view  # on first use: the format readers import torch
 
     if filename in VIEW_FILES and (view := hub_view(name_or_path, options)) is not None:
         folder, foreign = view

@@ -1,21 +1,17 @@
-"""Other checkpoint formats: open_clip / timm folders and big_vision `.npz` files, read as if they were Hub folders.
+"""Other checkpoint formats: open_clip / timm folders and big_vision `.npz` files, read in the Hub's terms.
 
 The format is read from the files present, never from weight names: `config.json` means the Hub layout,
-`open_clip_config.json` open_clip, a `.npz` file (or a folder with exactly one) big_vision. For the other two,
-`hub_view` writes the Hub metadata files the loaders read (config.json, preprocessor_config.json, the tokenizer
-files) into a per-process folder, which `hub.resolve_file` serves in place of the source's own; `open_foreign`
-gives the weights renamed to the Hub's names (foreign/namemap.py), held once in memory. So from_pretrained,
-the Auto classes, the pipeline and every CLI command take these sources as they are.
+`open_clip_config.json` open_clip, a `.npz` file (or a folder with exactly one) big_vision. `open_foreign` gives
+such a source as a `Foreign`: the Hub config and preprocessor dicts, where its tokenizer is, and its weights
+renamed to the Hub's names (foreign/namemap.py). `view.hub_view` writes the Hub metadata files from it, which
+`hub.resolve_file` serves in place of the source's own; so from_pretrained, the Auto classes, the pipeline and
+every CLI command take these sources as they are. All of it sits in the I/O tier, beside hub.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
-import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +22,6 @@ import torch
 from ..errors import CheckpointError, CheckpointNotFoundError, ConfigError, UnsafeCheckpointError
 from ..hub_files import HUB_ID, HubOptions, resolve_stored_file
 from . import big_vision, namemap, open_clip
-
-# Files a foreign source's view supplies (in place of whatever the source holds under these names).
-VIEW_FILES = frozenset(
-    {
-        "config.json",
-        "preprocessor_config.json",
-        "processor_config.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "spiece.model",
-        "tokenizer.json",
-    }
-)
 
 
 @dataclass
@@ -252,78 +235,3 @@ def _big_vision(name: str | os.PathLike, variant_name: str | None) -> Foreign:
         f"`siglip convert {path} --out DIR --tokenizer FOLDER_OR_HUB_ID`"
     )
     return Foreign("big_vision", source, config, preprocessor, tokenizer, variant.tokenizer_file, read, missing)
-
-
-# ---- the Hub view -----------------------------------------------------------------------------------------
-_VIEWS: dict[tuple, tuple[Path, Foreign]] = {}
-_VIEW_ROOT: list[Path] = []
-
-
-def hub_view(
-    name_or_path: str | os.PathLike, options: HubOptions | None = None, variant: str | None = None
-) -> tuple[Path, Foreign] | None:
-    """A folder with the Hub metadata files of a foreign source (made once per process), or None for Hub sources."""
-    options = options or HubOptions()
-    if detect(name_or_path, options) == "hub":
-        return None
-    path = Path(name_or_path).expanduser()
-    # a local source is re-read when it or its config changed (an edited file leaves the folder's mtime alone)
-    stamp = tuple(p.stat().st_mtime_ns for p in (path, path / open_clip.CONFIG_FILE) if p.exists())
-    key = (str(path.resolve()) if path.exists() else str(name_or_path), stamp, options.revision, variant)
-    if key not in _VIEWS:
-        foreign = open_foreign(name_or_path, options, variant=variant)  # weights are not read here
-        assert foreign is not None
-        if not _VIEW_ROOT:
-            _VIEW_ROOT.append(Path(tempfile.mkdtemp(prefix="siglip-formats-")))
-            atexit.register(shutil.rmtree, _VIEW_ROOT[0], ignore_errors=True)
-        folder = _VIEW_ROOT[0] / str(len(_VIEWS))
-        write_metadata(foreign, folder)
-        _VIEWS[key] = (folder, foreign)
-    return _VIEWS[key]
-
-
-def write_metadata(foreign: Foreign, folder: Path, tokenizer: str | None = None) -> None:
-    """config.json, preprocessor_config.json and the tokenizer files (when there is one) into `folder`."""
-    from ..auto import AutoImageProcessor
-
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps(foreign.config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (folder / "preprocessor_config.json").write_text(
-        json.dumps(foreign.preprocessor, indent=2) + "\n", encoding="utf-8"
-    )
-    AutoImageProcessor.from_pretrained(folder).save_pretrained(folder)  # normalised by our own class
-    source = tokenizer or foreign.tokenizer
-    options = foreign.tokenizer_options if tokenizer is None else HubOptions()
-    if source is None:  # the class only: loading it then fails on its missing file, saying where to get it
-        name = "Siglip2Tokenizer" if foreign.tokenizer_file == "tokenizer.json" else "SiglipTokenizer"
-        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": name}) + "\n", encoding="utf-8")
-        return
-    # Padded to the text length, no attention mask: as open_clip and big_vision run the text tower.
-    length = foreign.config["text_config"]["max_position_embeddings"]
-    if foreign.tokenizer_file == "tokenizer.json":
-        from ..text.gemma import Siglip2Tokenizer
-
-        staging = Path(tempfile.mkdtemp(prefix="tokenizer-", dir=folder))
-        try:  # the source's own files, as stored (not through a view)
-            for filename in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
-                found = resolve_stored_file(source, filename, options, required=filename == "tokenizer.json")
-                if found is not None:
-                    shutil.copyfile(found, staging / filename)
-            text_tokenizer: Any = Siglip2Tokenizer.from_pretrained(
-                staging, model_max_length=length, model_input_names=["input_ids"]
-            )
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    else:
-        from ..text.tokenizer import SiglipTokenizer
-
-        vocab = resolve_stored_file(source, "spiece.model", options)
-        text_tokenizer = SiglipTokenizer(vocab_file=vocab, model_max_length=length, model_input_names=["input_ids"])
-    text_tokenizer.save_pretrained(folder)
-    rows = foreign.config["text_config"]["vocab_size"]
-    if len(text_tokenizer) != rows:  # e.g. a 250k multilingual tokenizer beside a 256k Gemma model
-        warnings.warn(
-            f"{foreign.source}: the tokenizer from {source} has {len(text_tokenizer)} tokens but the text embedding "
-            f"has {rows} rows; check that it is this model's tokenizer.",
-            stacklevel=2,
-        )

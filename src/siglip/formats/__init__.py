@@ -4,6 +4,7 @@ Reading them (detection, the weight-name maps, the Hub view) is `siglip.foreign`
 `hub.resolve_file` can serve a foreign source's view; its public names stay importable from here.
 """
 
-from ..foreign import VIEW_FILES, Foreign, detect, hub_view, open_foreign
+from ..foreign import Foreign, detect, open_foreign
+from ..foreign.view import VIEW_FILES, hub_view
 
 __all__ = ["VIEW_FILES", "Foreign", "detect", "hub_view", "open_foreign"]

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import ConfigError, InputError
-from ..foreign import Foreign, big_vision, namemap, open_clip, open_foreign, write_metadata
+from ..foreign import Foreign, big_vision, namemap, open_clip, open_foreign
+from ..foreign.view import write_view
 from ..hub import HUB_ID, HubOptions, is_local, resolve_file
 
 TARGETS = ("hub", "open_clip", "big_vision")
@@ -64,13 +66,18 @@ def convert(
 def _write_hub(
     source: Any, foreign: Foreign, folder: Path, options: HubOptions, tokenizer: str | None, allow_pickle: bool
 ) -> list[Path]:
+    from ..auto import AutoImageProcessor, AutoTokenizer
     from ..config import config_from_dict
     from ..weights import save_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None and foreign.tokenizer is None:
         foreign.tokenizer = tokenizer
-    write_metadata(foreign, folder, tokenizer)
+    # The source's Hub view, read back by our own classes: the folder gets the files they write (normalised).
+    with tempfile.TemporaryDirectory(prefix="siglip-convert-") as staging:
+        write_view(foreign, Path(staging), tokenizer)
+        AutoImageProcessor.from_pretrained(staging).save_pretrained(folder)
+        AutoTokenizer.from_pretrained(staging).save_pretrained(folder)
     weights = foreign.weights()
     config = config_from_dict(foreign.config, source=str(source))
     config.dtype = str(next(iter(weights.values())).dtype).removeprefix("torch.")
