@@ -193,6 +193,20 @@ def align_keys(
     return alignment
 
 
+# safetensors' names of the integer dtypes a model's state may hold.
+SAFETENSORS_INTEGER_DTYPES = {torch.int8: "I8", torch.int32: "I32", torch.int64: "I64"}
+
+
+def integer_dtypes(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """name -> safetensors dtype ("I8", "I32") of every non-float tensor of a model's state: `align_keys`'s
+    `integer_tensors`."""
+    return {
+        name: SAFETENSORS_INTEGER_DTYPES.get(tensor.dtype, str(tensor.dtype))
+        for name, tensor in state.items()
+        if not tensor.is_floating_point()
+    }
+
+
 def _is_float_dtype(name: str) -> bool:
     """safetensors names (F32, BF16, F8_E4M3, I64, BOOL) and torch names (torch.float16) alike."""
     if name.upper().startswith(("F", "BF")):

@@ -149,6 +149,10 @@ class SiglipMLP(nn.Module):
 class SiglipEncoderLayer(nn.Module):
     """Pre-LN block: x + attn(LN(x)), then x + MLP(LN(x))."""
 
+    # The checkpoints' block layout under these attribute names: code that rewrites a model's linears finds the
+    # blocks by this marker rather than by importing the class.
+    encoder_block = True
+
     def __init__(self, config) -> None:
         super().__init__()
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

@@ -21,11 +21,12 @@ from ..config_validation import config_file
 from ..errors import CheckpointError, ConfigError, InputError
 from ..formats import open_foreign
 from ..hub import HubOptions, resolve_file
-from ..kernels import packed
-from ..kernels.int8 import check_int8_supported
+from ..kernels.switches import KernelSwitches
+from ..quantization.hooks import LoadSteps, Quantizable
 from ..weights import (
     align_keys,
     find_weight_files,
+    integer_dtypes,
     iter_checkpoint_tensors,
     read_checkpoint_keys,
     save_safetensors,
@@ -70,8 +71,12 @@ def resolve_device(device: Any) -> torch.device:
     return resolved
 
 
-class SiglipPreTrainedModel(nn.Module):
-    """Base of every model class: config handling, weight init, Hub I/O, attention and checkpointing switches."""
+class SiglipPreTrainedModel(Quantizable, KernelSwitches, nn.Module):
+    """Base of every model class: config handling, weight init, Hub I/O, attention and checkpointing switches.
+
+    How the layers run on this machine comes from the tiers below: `set_weight_packing` and `compile` from
+    `siglip.kernels.switches`, `quantize` from `siglip.quantization.hooks`.
+    """
 
     config_class: ClassVar[type[PretrainedConfig]]
     # How a composite checkpoint names this model's weights ("" when the class is itself the composite).
@@ -129,60 +134,6 @@ class SiglipPreTrainedModel(nn.Module):
             if isinstance(module, SiglipAttention):
                 module.implementation = implementation
 
-    def set_weight_packing(self, enabled: bool) -> None:
-        """Turn the packed-oneDNN CPU inference path (see packed.py) on (default) or off; off frees the copies."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
-                cache = packed.module_cache(module)
-                cache.enabled = enabled
-                cache.clear()
-
-    def quantize(
-        self: ModelT, method: str = "int8", calibration: Any = None, min_cosine: float | None = 0.999
-    ) -> ModelT:
-        """Opt-in CPU int8 inference, in place; returns the model (see siglip/quantization/).
-
-        The encoder layers' linears get per-channel int8 weights and uint8 activations run through oneDNN's
-        u8 x s8 GEMMs; embeddings, LayerNorms, attention products and heads stay in the model's dtype.
-        `calibration` (pixel_values / input_ids tensors of a few real inputs, a dict of model inputs, or a list
-        of those) fixes static activation scales (faster, batch-independent); without it each call measures its
-        input. Outlier activation channels are first migrated into the weights (SmoothQuant), measured on
-        `calibration` or on synthetic inputs. With `calibration` the result is checked: the linears that cost the
-        most accuracy stay float until the smallest embedding cosine to the float model on those inputs reaches
-        `min_cosine` (None: no check), with a warning naming them. `save_pretrained` then writes the int8
-        tensors, and `from_pretrained` reloads them. CPU only: x86 with AVX2 (kernels/cpu.py picks 8-bit
-        weights with VNNI/AMX, 7-bit without); refused elsewhere with an InputError.
-        """
-        if method != "int8":
-            raise InputError(f"quantize supports method='int8', got {method!r}")
-        from ..quantization.convert import quantize_model
-
-        with torch.inference_mode(False):
-            quantize_model(self, calibration, min_cosine)
-        return self
-
-    def compile(self: ModelT, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
-        """Opt-in: compile `forward` with torch.compile (inductor) in place, and return the model.
-
-        On CPU inference the packed oneDNN linears (packed.py) stay eager and inductor fuses what lies between
-        them (LayerNorms, reshapes, the MAP head's small ops); elsewhere (GPU, training) it compiles everything.
-        `dynamic=True` (default) makes one graph serve every batch size. Other arguments go to torch.compile
-        (e.g. mode="max-autotune", options={"freezing": True}). The first call pays the compilation (tens of
-        seconds, kept in inductor's on-disk cache for later processes). Accuracy: tests/test_speed_modes.py.
-        """
-        if not packed.EAGER_KERNELS_UNDER_COMPILE and any(isinstance(m, packed.Int8Linear) for m in self.modules()):
-            warnings.warn(
-                "compile() left this int8 model eager: with inductor's AVX2 code (this CPU has no AVX-512) the int8 "
-                "GEMMs between compiled kernels gave wrong results; it runs eager, which is right",
-                stacklevel=2,
-            )
-            return self
-        for module in self.modules():  # a cache first made inside the traced forward would be made anew per call
-            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
-                packed.module_cache(module)
-        super().compile(dynamic=dynamic, **compile_kwargs)
-        return self
-
     def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None) -> None:
         """Recompute each encoder layer in backward to save activation memory (training only)."""
         for module in self.modules():
@@ -231,9 +182,7 @@ class SiglipPreTrainedModel(nn.Module):
         `pytorch_model.bin` checkpoint, read with `torch.load(weights_only=True)`. Remaining keyword
         arguments override config fields, as in the reference.
         """
-        quantization, calibration = kwargs.pop("quantization", None), kwargs.pop("calibration", None)
-        if quantization not in (None, "int8"):
-            raise InputError(f"quantization must be None or 'int8', got {quantization!r}")
+        steps = LoadSteps.pop(kwargs)  # keyword arguments that change the layers loaded, not the config
         options = HubOptions.from_kwargs(kwargs)
         source = str(pretrained_model_name_or_path)
         # An open_clip folder or big_vision .npz (siglip/formats): its config and weights in the Hub's terms.
@@ -252,12 +201,9 @@ class SiglipPreTrainedModel(nn.Module):
             raise InputError(f"unexpected keyword arguments {sorted(kwargs)} (config fields go in the config).")
         if attn_implementation is not None:
             config.attn_implementation = attn_implementation
-        requested_device = device_map if device is None else device
-        stored_int8 = bool(getattr(config, "quantization_config", None))  # saved by a quantized model
-        int8 = quantization == "int8" or stored_int8
-        target_device = torch.device("cpu") if int8 and requested_device == "auto" else resolve_device(requested_device)
-        if int8:  # int8 runs on CPU only: "auto" means the CPU, another device is refused
-            _refuse_int8_off_cpu(target_device)
+        steps.read_config(config, source)
+        target_device = resolve_device(steps.device(device_map if device is None else device))
+        steps.check_device(target_device)  # before anything is read
         if foreign is not None:
             converted = foreign.weights()
             checkpoint_keys = {name: (tuple(t.shape), str(t.dtype)) for name, t in converted.items()}
@@ -275,21 +221,14 @@ class SiglipPreTrainedModel(nn.Module):
         with torch.inference_mode(False):
             with torch.device("meta"):
                 model = cls(config)
-            keep_dtype: set[str] = set()
-            if stored_int8:  # its int8 tensors are read as stored
-                from ..quantization.convert import convert_empty, int8_buffer_names
-
-                convert_empty(model, "meta", _float_layers(config.quantization_config, source))
-                keep_dtype = int8_buffer_names(model)
+            keep_dtype = steps.build(model)  # tensors read in their stored dtype
             model_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-            safetensors_names = {torch.int8: "I8", torch.int32: "I32", torch.int64: "I64"}
-            integer_tensors = {
-                name: safetensors_names.get(tensor.dtype, str(tensor.dtype))
-                for name, tensor in model.state_dict().items()
-                if not tensor.is_floating_point()
-            }
             alignment = align_keys(
-                checkpoint_keys, model_shapes, cls.checkpoint_prefix, _foreign_parts(cls, model_shapes), integer_tensors
+                checkpoint_keys,
+                model_shapes,
+                cls.checkpoint_prefix,
+                _foreign_parts(cls, model_shapes),
+                integer_dtypes(model.state_dict()),
             )
             newly_initialized = [k for k in alignment.missing if k.startswith(cls.optional_parts)]
             missing = [k for k in alignment.missing if k not in newly_initialized]
@@ -313,8 +252,7 @@ class SiglipPreTrainedModel(nn.Module):
                 )
         model.config.dtype = str(target_dtype).removeprefix("torch.")
         model.set_attn_implementation(config.attn_implementation)
-        if quantization == "int8" and not stored_int8:
-            model.quantize("int8", calibration)
+        steps.finish(model)
         return model.eval()
 
     def _materialize(self, names: list[str], device: torch.device, dtype: torch.dtype) -> None:
@@ -347,16 +285,6 @@ class SiglipPreTrainedModel(nn.Module):
         save_safetensors(state_dict if state_dict is not None else self.state_dict(), directory, max_shard_size)
 
 
-def _refuse_int8_off_cpu(device: torch.device) -> None:
-    """int8 runs on x86 CPUs with AVX2 only: refused before anything is read (a saved int8 checkpoint too)."""
-    if device.type != "cpu":
-        raise InputError(
-            f"int8 inference runs on CPU only (oneDNN kernels); device {device} was requested. "
-            "On a GPU load with dtype=torch.bfloat16 or torch.float16 instead."
-        )
-    check_int8_supported()
-
-
 def _foreign_parts(cls: type[SiglipPreTrainedModel], model_shapes: dict) -> tuple[str, ...]:
     """Checkpoint parts that belong to a larger model than `cls` (skipped rather than unexpected)."""
     owned = {part for part in ALL_PARTS if any(name.startswith(part) for name in model_shapes)}
@@ -384,13 +312,3 @@ def _describe_mismatch(source: str, class_name: str, missing: list[str], alignme
             parts.append(f"{title}: {shown}")
     parts.append("Check that config.json matches the weights (model_type, sizes) and that the files are complete.")
     return "\n".join(parts)
-
-
-def _float_layers(record: Any, source: str) -> list[str]:
-    """The linears a calibrated int8 checkpoint kept float (`quantization_config["float_layers"]`)."""
-    names = record.get("float_layers") if isinstance(record, dict) else None
-    if names is None:
-        return []
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise CheckpointError(f"{source}: config.json quantization_config.float_layers must be a list of layer names")
-    return names

@@ -12,7 +12,6 @@ Without calibration each call measures its own input (dynamic).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels.int8 import Int8Linear, check_int8_supported
-from ..modeling.layers import SiglipAttention, SiglipEncoder, SiglipMLP
+from .blocks import encoder_blocks, encoder_linears
 from .calibration import synthetic_batches
 from .observe import as_batches, embeddings, observe
 from .selfcheck import MIN_COSINE, Swap, keep_float_until, local_error, logit_spread, report
@@ -41,20 +40,9 @@ SMOOTHING = f"smoothquant-{ALPHA}"  # recorded in quantization_config
 MARGIN = 0.25
 
 
-def encoder_linears(model: nn.Module) -> Iterator[tuple[nn.Module, str]]:
-    """(owner module, attribute name) of every linear the int8 path replaces, in forward order."""
-    for encoder in (m for m in model.modules() if isinstance(m, SiglipEncoder)):
-        for layer in encoder.layers:
-            for owner in layer.modules():
-                if isinstance(owner, SiglipAttention):
-                    yield from ((owner, name) for name in ("q_proj", "k_proj", "v_proj", "out_proj"))
-                elif isinstance(owner, SiglipMLP):
-                    yield from ((owner, name) for name in ("fc1", "fc2"))
-
-
 def _link_consumers(model: nn.Module) -> None:
     """fc1 knows its fc2, so that with static scales fc1's GELU output leaves the GEMM as uint8."""
-    for mlp in (m for m in model.modules() if isinstance(m, SiglipMLP)):
+    for mlp in (block.mlp for block in encoder_blocks(model)):
         if isinstance(mlp.fc1, Int8Linear):
             mlp.fc1.__dict__["consumer"] = mlp.fc2 if isinstance(mlp.fc2, Int8Linear) else None
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..modeling.layers import SiglipEncoder
+from .blocks import encoder_blocks
 
 ALPHA = 0.5  # migration strength: 0.5 splits the range evenly between activations and weights
 # Only inputs with outlier channels are smoothed: largest channel peak over the median one above this. Evened-out
@@ -40,12 +40,11 @@ class SmoothingGroup:
 
 
 def smoothing_groups(model: nn.Module) -> Iterator[SmoothingGroup]:
-    for encoder in (m for m in model.modules() if isinstance(m, SiglipEncoder)):
-        for layer in encoder.layers:
-            attention = layer.self_attn
-            yield SmoothingGroup((attention.q_proj, attention.k_proj, attention.v_proj), layer.layer_norm1)
-            yield SmoothingGroup((attention.out_proj,), attention.v_proj)
-            yield SmoothingGroup((layer.mlp.fc1,), layer.layer_norm2)
+    for block in encoder_blocks(model):
+        attention = block.self_attn
+        yield SmoothingGroup((attention.q_proj, attention.k_proj, attention.v_proj), block.layer_norm1)
+        yield SmoothingGroup((attention.out_proj,), attention.v_proj)
+        yield SmoothingGroup((block.mlp.fc1,), block.layer_norm2)
 
 
 def migration_scales(activation_peak: torch.Tensor, weights: list[torch.Tensor], alpha: float = ALPHA) -> torch.Tensor:
