@@ -26,6 +26,7 @@ from siglip.formats import detect
 from siglip.formats.convert import convert
 from siglip.hub import HubOptions
 from siglip.image.processing import SiglipImageProcessor
+from siglip.kernels.cpu import cpu_features
 from siglip.modeling.model import SiglipModel
 from siglip.modeling.siglip2 import Siglip2Model
 from siglip.text.tokenizer import SiglipTokenizer
@@ -385,3 +386,18 @@ def test_big_vision_variant_names(name, expected):
     variant = parse_variant(name)
     assert (variant.family, variant.vocabulary, variant.naflex, variant.size, variant.resolution) == expected
     assert variant.size is None or variant.size in SIZES
+
+
+@pytest.mark.skipif(not cpu_features().int8_supported, reason="int8 needs an x86 CPU with AVX2")
+def test_quantized_foreign_source_carries_normalised_processor_files(hub_folder, tmp_path):
+    """`siglip quantize` of an open_clip folder writes the tokenizer and processor files `siglip convert` writes
+    (our classes' normalised files, not the view's as stored), and the folder loads on its own."""
+    source = _open_clip_copy(hub_folder, tmp_path)
+    convert(source, tmp_path / "hub")
+    photos = [str(EXAMPLES / "red_square.png")]
+    assert cli_main(["quantize", str(source), "--calibration", *photos, "--out", str(tmp_path / "int8")]) == 0
+    for name in ("tokenizer_config.json", "preprocessor_config.json", "special_tokens_map.json"):
+        assert json.loads((tmp_path / "int8" / name).read_text()) == json.loads((tmp_path / "hub" / name).read_text())
+    assert (tmp_path / "int8" / "spiece.model").read_bytes() == (tmp_path / "hub" / "spiece.model").read_bytes()
+    ids = AutoTokenizer.from_pretrained(tmp_path / "int8")(["a photo of a cat"], padding="max_length")["input_ids"]
+    assert ids == AutoTokenizer.from_pretrained(hub_folder)(["a photo of a cat"], padding="max_length")["input_ids"]

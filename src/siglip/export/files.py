@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..foreign.view import hub_view
+from ..formats.convert import write_normalised_processor
 from ..hub import HubOptions, resolve_file
 
 # Every non-weight file a SigLIP / SigLIP2 checkpoint may carry; those present are copied.
@@ -29,7 +31,18 @@ COMPANION_FILES = (
 def copy_companion_files(
     name_or_path: str | os.PathLike, out_dir: Path, options: HubOptions | None = None
 ) -> list[Path]:
-    """Copy the checkpoint's config, tokenizer and processor files that exist into `out_dir`; returns them."""
+    """Copy the checkpoint's config, tokenizer and processor files that exist into `out_dir`; returns them.
+
+    An open_clip / big_vision source with a tokenizer gets the files `siglip convert` writes for it: its Hub view's
+    config, and the processor and tokenizer files as our classes save them (normalised, e.g. a SigLIP2
+    tokenizer.json with its lower-casing), so the folder reads the same in any tool.
+    """
+    view = hub_view(name_or_path, options)
+    if view is not None and view[1].tokenizer is not None:
+        before = set(out_dir.iterdir())
+        shutil.copyfile(view[0] / "config.json", out_dir / "config.json")
+        write_normalised_processor(view[0], out_dir)
+        return sorted((set(out_dir.iterdir()) - before) | {out_dir / "config.json"})
     copied = []
     for filename in COMPANION_FILES:
         source = resolve_file(name_or_path, filename, options, required=False)

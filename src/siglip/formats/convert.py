@@ -66,24 +66,30 @@ def convert(
 def _write_hub(
     source: Any, foreign: Foreign, folder: Path, options: HubOptions, tokenizer: str | None, allow_pickle: bool
 ) -> list[Path]:
-    from ..auto import AutoImageProcessor, AutoTokenizer
     from ..config import config_from_dict
     from ..weights import save_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer is not None and foreign.tokenizer is None:
         foreign.tokenizer = tokenizer
-    # The source's Hub view, read back by our own classes: the folder gets the files they write (normalised).
     with tempfile.TemporaryDirectory(prefix="siglip-convert-") as staging:
         write_view(foreign, Path(staging), tokenizer)
-        AutoImageProcessor.from_pretrained(staging).save_pretrained(folder)
-        AutoTokenizer.from_pretrained(staging).save_pretrained(folder)
+        write_normalised_processor(Path(staging), folder)
     weights = foreign.weights()
     config = config_from_dict(foreign.config, source=str(source))
     config.dtype = str(next(iter(weights.values())).dtype).removeprefix("torch.")
     config.save_pretrained(folder)
     save_safetensors(weights, folder)
     return sorted(path for path in folder.iterdir() if path.is_file())
+
+
+def write_normalised_processor(view: Path, folder: Path) -> None:
+    """A Hub view's processor and tokenizer, read back by our own classes, saved into `folder` as they write them
+    (normalised: the files transformers and transformers.js read, not the source's as stored)."""
+    from ..auto import AutoImageProcessor, AutoTokenizer
+
+    AutoImageProcessor.from_pretrained(view).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(view).save_pretrained(folder)
 
 
 def _hub_state(source: Any, options: HubOptions, allow_pickle: bool) -> dict[str, torch.Tensor]:
