@@ -16,10 +16,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from siglip.errors import InputError
+from siglip.errors import ImageError, InputError
 from siglip.train import TrainConfig, train
 from siglip.train import checkpoint as ckpt
-from siglip.train.data import EpochBatchSampler, TarShardStream, iter_tar_samples
+from siglip.train.data import CaptionFileDataset, EpochBatchSampler, TarShardStream, iter_tar_samples
 from siglip.train.loop import lr_multiplier
 from siglip.train.synthetic import COLOURS, HELD_OUT, SHAPES, ShapesDataset, train_vocabulary
 
@@ -239,6 +239,24 @@ def test_tar_shards_stream_shard_and_resume(setup_dir, tmp_path):
         tiny_config(setup_dir, tmp_path / "out", data=str(tmp_path / "shard-{000..001}.tar"), steps=3, batch_size=4)
     )
     assert summary["step"] == 3
+
+
+def test_corrupt_training_images_are_typed_errors_or_skipped(tmp_path):
+    """Training images go through the hardened loader: a corrupt file in a caption list is an ImageError naming
+    it; a corrupt sample in a tar shard is skipped with a warning, the same way on every pass."""
+    images = tmp_path / "images"
+    rows = write_images(images, 4)
+    (images / rows[1][0]).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # a PNG signature, nothing behind it
+    listing = tmp_path / "captions.csv"
+    listing.write_text("image,caption\n" + "".join(f"images/{name},{caption}\n" for name, caption in rows))
+    dataset = CaptionFileDataset(listing)
+    assert dataset[0][0].mode == "RGB"
+    with pytest.raises(ImageError, match=rows[1][0]):
+        dataset[1]
+    write_shard(tmp_path / "shard.tar", rows, images)
+    with pytest.warns(UserWarning, match="img001 skipped"):
+        samples = list(iter_tar_samples(str(tmp_path / "shard.tar")))
+    assert [caption for _, caption in samples] == [rows[0][1], rows[2][1], rows[3][1]]
 
 
 def test_epoch_sampler_resumes_mid_epoch():

@@ -22,6 +22,7 @@ import os
 import random
 import re
 import tarfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..encode import tokenize_as_trained
-from ..errors import InputError
+from ..errors import ImageError, InputError
+from ..image.loading import load_image, to_rgb
 from .synthetic import ShapesDataset
 
 IMAGE_COLUMNS = ("image", "path", "file", "filename", "image_path")
@@ -81,8 +83,8 @@ class CaptionFileDataset:
         return len(self.images)
 
     def __getitem__(self, index: int) -> tuple[Image.Image, str]:
-        with Image.open(self.images[index]) as image:
-            return image.convert("RGB"), self.captions[index]
+        # the hardened loader: typed ImageError naming the file, memory cap, format allow-list (image/loading.py)
+        return to_rgb(load_image(self.images[index])), self.captions[index]
 
 
 def expand_shards(spec: str) -> list[str]:
@@ -114,24 +116,28 @@ def iter_tar_samples(path: str) -> Iterator[tuple[Image.Image, str]]:
             stem, _, extension = member.name.rpartition("/")[2].partition(".")
             member_key = member.name.rpartition("/")[0] + "/" + stem
             if member_key != key:
-                if key is not None and (sample := _tar_sample(parts)) is not None:
+                if key is not None and (sample := _tar_sample(parts, path, key)) is not None:
                     yield sample
                 key, parts = member_key, {}
             handle = archive.extractfile(member)
             if handle is not None:
                 parts[extension.lower()] = handle.read()
-    if key is not None and (sample := _tar_sample(parts)) is not None:
+    if key is not None and (sample := _tar_sample(parts, path, key)) is not None:
         yield sample
 
 
-def _tar_sample(parts: dict[str, bytes]) -> tuple[Image.Image, str] | None:
+def _tar_sample(parts: dict[str, bytes], shard: str, key: str) -> tuple[Image.Image, str] | None:
     image_bytes = next((parts[e] for e in IMAGE_EXTENSIONS if e in parts), None)
     text = next((parts[e].decode("utf-8").strip() for e in TEXT_EXTENSIONS if e in parts), None)
     if text is None and "json" in parts:
         text = json.loads(parts["json"]).get("caption")
     if image_bytes is None or text is None:
         return None
-    return Image.open(io.BytesIO(image_bytes)).convert("RGB"), text
+    try:
+        return to_rgb(load_image(image_bytes)), text
+    except ImageError as error:  # skipped the same way on every pass, so resume positions stay exact
+        warnings.warn(f"{shard}: sample {key} skipped: {error}", stacklevel=2)
+        return None
 
 
 class TarShardStream(IterableDataset):
