@@ -198,3 +198,25 @@ def test_readme_python_snippets_run(workdir: Path, monkeypatch):
     scope = {}
     exec(compile(index.replace("\nindex.search_text(", "\nhits = index.search_text(", 1), "README", "exec"), scope)
     assert Path(scope["hits"][0].path).name == "red_square.png"
+
+
+@pytest.mark.skipif(
+    "avx2" not in (Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""),
+    reason="the README's excerpt is an x86 CPU with AVX2, capped to it",
+)
+def test_readme_doctor_excerpt_is_what_doctor_prints_on_avx2():
+    """The README's `siglip doctor` excerpt for an AVX2-only CPU: every line of it is in doctor's output there."""
+    text = README.read_text(encoding="utf-8")
+    excerpt = re.search(r"What `siglip doctor` says on an AVX2-only CPU.*?^```\n(.*?)^```", text, flags=re.S | re.M)
+    assert excerpt is not None, "the README lost its doctor excerpt"
+    caps = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+    printed = subprocess.run(
+        [sys.executable, "-m", "siglip", "doctor"],
+        env={**os.environ, **caps},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.splitlines()
+    missing = [line for line in excerpt.group(1).splitlines() if line.strip() and line not in printed]
+    assert not missing, missing
