@@ -176,6 +176,7 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
 
     runs: dict[str, Run] = {}
     notes: dict[str, str] = {}
+    kept_float: dict[str, tuple[int, int]] = {}  # siglip int8 rows: (linears the self-check kept float, linears)
     with torch.inference_mode():
         for label, build in CONTENDERS:
             if args.only and not any(part.lower() in label.lower() for part in args.only) and runs:
@@ -185,6 +186,8 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
                 run = build(setup)
                 run(batch)  # warm-up (and the first call's one-off costs: packing, compilation)
                 runs[label] = run
+                if hasattr(run, "kept_float"):
+                    kept_float[label] = run.kept_float
                 print(f"  {tower}: {label} ready ({time.perf_counter() - started:.0f} s)", flush=True)
             except Skip as reason:
                 notes[label] = f"skipped: {reason}"
@@ -215,7 +218,7 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
         "int8": int8_peak(config, rows, args.rounds),
     }
     return {
-        "times": times, "accuracy": accuracy, "notes": notes, "load": load, "peaks": peaks, "batch": args.batch,
+        "times": times, "accuracy": accuracy, "notes": notes, "kept_float": kept_float, "load": load, "peaks": peaks, "batch": args.batch,
         "work": tower_work(config, tower, tokens),
     }  # fmt: skip
 
@@ -239,6 +242,9 @@ def table(tower: str, result: dict) -> list[str]:
             )
         elif label in result["notes"]:
             lines.append(f"| {label} | - | - | - | - | {result['notes'][label]} |")
+    kept = [f"{label}: {n} of {total}" for label, (n, total) in result.get("kept_float", {}).items() if label in rates]
+    if kept:
+        lines.append("\nLinears the int8 self-check (`min_cosine=0.999`) kept float: " + "; ".join(kept) + ".")
     peaks = result["peaks"]
     lines.append(
         f"\nGEMM peaks, {tower} shapes ({batch} x tokens rows), same run: fp32 {max(peaks['fp32']):.0f} GFLOP/s, "
