@@ -76,8 +76,8 @@ def fused_linear(modules: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Te
 
 
 def weight_linear(owner: nn.Module, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """inputs @ weight.T + bias for a weight that is not a module's own (a slice of a packed in-projection);
-    the packed copy is cached on `owner`."""
+    """inputs @ weight.T + bias for a weight that is not a linear module's own (a slice of an in-projection):
+    `owner` holds the weight as its parameter, and the packed copy is cached on it (see packed.cache_owners)."""
     cache = packed.module_cache(owner)
     if cache.usable(inputs, weight):
         return packed.packed_linear(inputs, cache, [weight], [bias])

@@ -21,7 +21,7 @@ an in-place update of such a weight inside inference mode goes unseen, so call `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -117,6 +117,13 @@ def packed_linear(
         return torch.ops.mkldnn._linear_pointwise.binary(inputs, residual, weight, bias, "add")
     attr, algorithm = FUSED_ACTIVATIONS[activation] if activation is not None else ("none", "")
     return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, attr, [], algorithm)
+
+
+def cache_owners(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The modules of `model` that can keep a packed-weight cache: those holding parameters of their own (every
+    linear, and the owner of a weight that `linear.weight_linear` multiplies, such as the MAP head's in-projection).
+    `set_weight_packing` and `compile` set up their caches before any forward runs."""
+    return (module for module in model.modules() if next(module.parameters(recurse=False), None) is not None)
 
 
 def module_cache(module: torch.nn.Module) -> PackedWeights:

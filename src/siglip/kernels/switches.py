@@ -22,11 +22,10 @@ class KernelSwitches(nn.Module):
 
     def set_weight_packing(self, enabled: bool) -> None:
         """Turn the packed-oneDNN CPU inference path (see packed.py) on (default) or off; off frees the copies."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
-                cache = packed.module_cache(module)
-                cache.enabled = enabled
-                cache.clear()
+        for module in packed.cache_owners(self):
+            cache = packed.module_cache(module)
+            cache.enabled = enabled
+            cache.clear()
 
     def compile(self: ModelT, dynamic: bool | None = True, **compile_kwargs: Any) -> ModelT:
         """Opt-in: compile `forward` with torch.compile (inductor) in place, and return the model.
@@ -44,8 +43,7 @@ class KernelSwitches(nn.Module):
                 stacklevel=2,
             )
             return self
-        for module in self.modules():  # a cache first made inside the traced forward would be made anew per call
-            if isinstance(module, nn.Linear) or getattr(module, "uses_packed_weights", False):
-                packed.module_cache(module)
+        for module in packed.cache_owners(self):  # a cache first made inside the traced forward is made anew per call
+            packed.module_cache(module)
         super().compile(dynamic=dynamic, **compile_kwargs)
         return self

@@ -74,11 +74,9 @@ def key_padding_bias(attention_mask: torch.Tensor | None, dtype: torch.dtype) ->
 class SiglipAttention(nn.Module):
     """Multi-head self-attention with separate q/k/v/out projections (the checkpoint layout).
 
-    On the packed inference path (see packed.py) q, k and v run as one fused GEMM over the concatenated weights,
-    and the residual is added inside the output projection; the parameters stay the reference's.
+    q, k and v are one `kernels.fused_linear` call (one GEMM where the kernel allows), and the residual goes into
+    the output projection's call; the parameters stay the reference's.
     """
-
-    uses_packed_weights = True  # fused projections keep a packed-weight cache (packed.py)
 
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -126,7 +124,7 @@ class SiglipAttention(nn.Module):
 
 
 class SiglipMLP(nn.Module):
-    """fc1 -> activation -> fc2 (GELU and the optional residual fused into the GEMMs on the packed path)."""
+    """fc1 -> activation -> fc2, plus the optional residual: one `kernels.mlp` call, which may fuse them."""
 
     def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str) -> None:
         super().__init__()

@@ -21,7 +21,7 @@ from torch import nn
 from ..config import Siglip2VisionConfig
 from ..errors import InputError
 from ..kernels import linear as kernels
-from ..kernels import packed
+from ..kernels.cache_key import tensor_key
 from .init import variance_scaling_
 
 
@@ -89,7 +89,7 @@ class Siglip2VisionEmbeddings(nn.Module):
         weight = self.position_embedding.weight
         cacheable = not (torch.is_grad_enabled() and weight.requires_grad)
         if cacheable:
-            key = packed.tensor_key(weight)
+            key = tensor_key(weight)
             if key != self._cache_key:
                 self._grid_cache.clear()
                 self._cache_key = key

@@ -74,8 +74,8 @@ def resolve_device(device: Any) -> torch.device:
 class SiglipPreTrainedModel(Quantizable, KernelSwitches, nn.Module):
     """Base of every model class: config handling, weight init, Hub I/O, attention and checkpointing switches.
 
-    How the layers run on this machine comes from the tiers below: `set_weight_packing` and `compile` from
-    `siglip.kernels.switches`, `quantize` from `siglip.quantization.hooks`.
+    The methods that choose how the layers run on this machine come from the mixins it inherits, which the
+    tiers below define.
     """
 
     config_class: ClassVar[type[PretrainedConfig]]

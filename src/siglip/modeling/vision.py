@@ -58,8 +58,6 @@ class MultiheadCrossAttention(nn.Module):
     """Cross-attention with one q/k/v input projection: the `nn.MultiheadAttention` parameter layout
     (`in_proj_weight`, `in_proj_bias`, `out_proj`) that SigLIP checkpoints store for the MAP head."""
 
-    uses_packed_weights = True  # fused projections keep a packed-weight cache (packed.py)
-
     def __init__(self, hidden_size: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
