@@ -244,7 +244,7 @@ def test_int8_checkpoint_with_wrong_integer_dtype_is_refused(tmp_path, vision_di
         SiglipVisionModel.from_pretrained(tmp_path)
 
 
-def test_full_model_text_and_image_towers_quantize(photo_pixels):
+def test_full_model_text_and_image_towers_quantize(photo_pixels, tmp_path):
     torch.manual_seed(1)
     text = dict(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
     vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, patch_size=32)
@@ -253,15 +253,30 @@ def test_full_model_text_and_image_towers_quantize(photo_pixels):
     with torch.inference_mode():
         expected = model(input_ids=ids, pixel_values=photo_pixels[:4])
     model.quantize("int8", calibration={"input_ids": ids[:2], "pixel_values": photo_pixels[:2]})
-    # each tower measured on its own calibration inputs; what the self-check kept float is recorded and counted
-    kept = model.config.quantization_config["float_layers"]
+    # each tower measured on its own calibration inputs; what the self-check kept float or moved to per-call scales
+    # is recorded and counted (q, k and v share one quantised input: they step back together)
+    record = model.config.quantization_config
+    kept, dynamic = record["float_layers"], record["dynamic_layers"]
     assert sum(isinstance(m, Int8Linear) for m in model.modules()) == 2 * 2 * 6 - len(kept)
     assert len(kept) <= 4 and all(isinstance(model.get_submodule(name), torch.nn.Linear) for name in kept)
-    assert all(m.is_static for m in model.modules() if isinstance(m, Int8Linear))
+    assert not set(kept) & set(dynamic)
+    for name, module in model.named_modules():
+        if isinstance(module, Int8Linear):
+            assert module.is_static == (name not in dynamic), name
+    for name in dynamic:
+        if name.endswith("q_proj"):
+            assert {name[:-6] + "k_proj", name[:-6] + "v_proj"} <= set(dynamic) | set(kept)
     with torch.inference_mode():
         got = model(input_ids=ids, pixel_values=photo_pixels[:4])
     assert cosines(got.text_embeds, expected.text_embeds).min() >= 0.999
     assert cosines(got.image_embeds, expected.image_embeds).min() >= 0.999
+    model.save_pretrained(tmp_path)  # per-call scales are saved as such (an input scale of 0) and reload the same
+    reloaded = SiglipModel.from_pretrained(tmp_path)
+    modes = {name: m.is_static for name, m in reloaded.named_modules() if isinstance(m, Int8Linear)}
+    assert modes == {name: m.is_static for name, m in model.named_modules() if isinstance(m, Int8Linear)}
+    with torch.inference_mode():
+        again = reloaded(input_ids=ids, pixel_values=photo_pixels[:4])
+    assert torch.equal(again.logits_per_image, got.logits_per_image)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -12,6 +12,8 @@ Without calibration each call measures its own input (dynamic).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -22,7 +24,7 @@ from ..kernels.int8 import Int8Linear, check_int8_supported
 from .blocks import encoder_blocks, encoder_linears
 from .calibration import synthetic_batches
 from .observe import as_batches, embeddings, observe
-from .selfcheck import MIN_COSINE, Swap, keep_float_until, local_error, logit_spread, report
+from .selfcheck import MIN_COSINE, Swap, local_error, logit_spread, report, swap_until
 from .selfcheck import min_cosine as min_cosine_of
 from .smoothing import ALPHA, smooth
 
@@ -69,9 +71,9 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
 
     Activation outliers are first migrated into the weights (smoothing.py), measured on `calibration` or, without
     it, on a few synthetic inputs (calibration.synthetic_batches). The int8 model is then checked against the
-    float one on the same inputs, and the linears that cost the most go back to float until the smallest
-    embedding cosine there is within a quarter of `min_cosine`'s allowance (MARGIN; None: no check); see
-    selfcheck.py.
+    float one on the same inputs and steps back where it costs the most (static scales to per-call ones, then
+    linears to float) until the smallest embedding cosine there is within a quarter of `min_cosine`'s allowance
+    (MARGIN; None: no check); see selfcheck.py.
     """
     check_int8_supported()
     if next(model.parameters()).device.type != "cpu":
@@ -103,44 +105,125 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
         for owner, name in places
         if name == "q_proj" and owner.q_proj in stats
     }
-    swaps = []
+    quantized: dict[nn.Module, Int8Linear] = {}
     for (owner, name), linear in zip(places, linears):
-        quantized = Int8Linear.from_linear(linear)
+        quantized[linear] = Int8Linear.from_linear(linear)
         if static and linear in stats:
             low, high = stats[linear].low, stats[linear].high
-            quantized.set_input_range(min(low, 0.0) * CALIBRATION_MARGIN, max(high, 0.0) * CALIBRATION_MARGIN)
-        setattr(owner, name, quantized)
-        if linear in stats:
-            error = local_error(quantized, linear, stats[linear])
-            if name in ("q_proj", "k_proj"):
-                error *= spreads[owner]
-            to_float = lambda owner=owner, name=name, linear=linear: setattr(owner, name, linear)  # noqa: E731
-            to_int8 = lambda owner=owner, name=name, q=quantized: setattr(owner, name, q)  # noqa: E731
-            swaps.append(Swap(names[linear], to_float, to_int8, error))
+            quantized[linear].set_input_range(min(low, 0.0) * CALIBRATION_MARGIN, max(high, 0.0) * CALIBRATION_MARGIN)
+        setattr(owner, name, quantized[linear])
     _link_consumers(model)
+
+    def weighted_error(owner: nn.Module, name: str, linear: nn.Module, dynamic: bool = False) -> float:
+        error = local_error(quantized[linear], linear, stats[linear], dynamic)
+        return error * spreads[owner] if name in ("q_proj", "k_proj") else error
+
     restored: list[str] = []
-    if min_cosine is not None and swaps:
+    switched: list[str] = []  # static linears that went to per-call scales
+    measured = [(owner, name, linear) for (owner, name), linear in zip(places, linears) if linear in stats]
+    if min_cosine is not None and measured:
+        target = 1 - (1 - min_cosine) * MARGIN  # a quarter of the allowance, so that it holds on inputs not seen
         for batch, expected in zip(batches, reference):  # one tower at a time: its own linears, its own inputs
             tower = _tower_prefix(batch, names.values())
-            own = [swap for swap in swaps if swap.name.startswith(tower) and swap.name not in restored]
+            own = [(o, n, lin) for o, n, lin in measured if names[lin].startswith(tower) and names[lin] not in restored]
 
             def measure(batch=batch, expected=expected) -> float:
                 _link_consumers(model)
                 with torch.no_grad():
                     return min_cosine_of([embeddings(model, batch)], [expected])
 
-            # a quarter of the allowed error on the inputs measured, so that the target holds on inputs not seen
-            cosine, kept = keep_float_until(1 - (1 - min_cosine) * MARGIN, measure, own)
+            float_swaps = partial(_float_swaps, own, names, quantized, weighted_error)
+            dynamic = _dynamic_swaps(own, names, quantized, weighted_error) if static else []
+            cosine, kept, steps = _step_back(target, measure, dynamic, float_swaps)
             report(cosine, min_cosine, kept, len(own))
             restored += kept
+            switched += [name for step in steps for name in step.split("|")]
         _link_consumers(model)
     config = getattr(model, "config", None)
     if config is not None:
         record = {"quant_method": METHOD, "activations": "static" if static else "dynamic",
-                  "smoothing": SMOOTHING if batches else None, "float_layers": restored}  # fmt: skip
+                  "smoothing": SMOOTHING if batches else None, "float_layers": restored,
+                  "dynamic_layers": [name for name in switched if name not in restored]}  # fmt: skip
         config.extras[CONFIG_KEY] = record
         setattr(config, CONFIG_KEY, record)
     return model
+
+
+def _step_back(
+    target: float, measure: Callable[[], float], dynamic: list[Swap], float_swaps: Callable[[], dict[str, Swap]]
+) -> tuple[float, list[str], list[str]]:
+    """Static scales step back first to per-call scales, for the inputs whose fixed range costs the most (`dynamic`;
+    empty for a dynamic model), then linears go float. If every input went dynamic and that was not enough, the
+    float step is also tried from static scales, and the way with fewer float linears is kept (float costs far
+    more time than a per-call scale). Returns (cosine reached, linears float, dynamic steps taken)."""
+    cosine, steps = swap_until(target, measure, dynamic) if dynamic else (-1.0, [])
+    if cosine >= target:
+        return cosine, [], steps
+    swaps = float_swaps()
+    cosine, kept = swap_until(target, measure, list(swaps.values()))
+    if not steps:
+        return cosine, kept, []
+    for swap in [*(swaps[name] for name in kept), *dynamic]:
+        swap.undo()
+    from_static = float_swaps()  # ranked again: the errors with static scales
+    static_cosine, static_kept = swap_until(target, measure, list(from_static.values()))
+    if len(static_kept) <= len(kept):
+        return static_cosine, static_kept, []
+    for name in static_kept:  # back to per-call scales with their float linears
+        from_static[name].undo()
+    for swap in [*dynamic, *(swaps[name] for name in kept)]:
+        swap.apply()
+    return cosine, kept, steps
+
+
+def _float_swaps(
+    own: list[tuple[nn.Module, str, nn.Module]],
+    names: dict[nn.Module, str],
+    quantized: dict[nn.Module, Int8Linear],
+    weighted_error: Callable[..., float],
+) -> dict[str, Swap]:
+    """One swap per int8 linear: back to its float original, ranked by what it costs as it runs now."""
+    return {
+        names[linear]: Swap(
+            names[linear],
+            lambda owner=owner, name=name, linear=linear: setattr(owner, name, linear),
+            lambda owner=owner, name=name, linear=linear: setattr(owner, name, quantized[linear]),
+            weighted_error(owner, name, linear),
+        )
+        for owner, name, linear in own
+    }
+
+
+def _dynamic_swaps(
+    own: list[tuple[nn.Module, str, nn.Module]],
+    names: dict[nn.Module, str],
+    quantized: dict[nn.Module, Int8Linear],
+    weighted_error: Callable[..., float],
+) -> list[Swap]:
+    """One swap per quantised input (q, k and v share theirs): static -> dynamic scales, ranked by the error the
+    switch saves. Names are the linears' names joined by "|"."""
+    groups: dict[tuple[nn.Module, str], list[tuple[str, nn.Module]]] = {}
+    for owner, name, linear in own:
+        groups.setdefault((owner, "qkv" if name in ("q_proj", "k_proj", "v_proj") else name), []).append((name, linear))
+    swaps = []
+    for (owner, _), members in groups.items():
+        layers = [quantized[linear] for _, linear in members]
+        scales = [layer.input_scale.clone() for layer in layers]
+        saved = sum(
+            weighted_error(owner, name, linear) - weighted_error(owner, name, linear, dynamic=True)
+            for name, linear in members
+        )
+
+        def to_dynamic(layers=layers) -> None:
+            for layer in layers:
+                layer.input_scale.zero_()
+
+        def to_static(layers=layers, scales=scales) -> None:
+            for layer, scale in zip(layers, scales):
+                layer.input_scale.copy_(scale)
+
+        swaps.append(Swap("|".join(names[linear] for _, linear in members), to_dynamic, to_static, saved))
+    return swaps
 
 
 def _tower_prefix(batch: dict, names: Any) -> str:

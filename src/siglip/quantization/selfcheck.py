@@ -1,9 +1,10 @@
 """Calibration checks its own result: the int8 model against the float one on the calibration inputs.
 
-If the smallest embedding cosine is below the target, the linears whose own int8 output is furthest from their
-float output (measured on the input rows seen in calibration) go back to float, a few more each round, until the
-target holds. What stayed float is reported (a warning, and `config.quantization_config["float_layers"]`), and a
-saved model reloads with the same layers float.
+If the smallest embedding cosine is below the target, the int8 linears step back, the costliest first, until it
+holds: with static scales, first to per-call (dynamic) activation scales for the inputs whose fixed range costs
+the most (still int8: nearly as fast), then, where that is not enough, to float, a few more each round. What
+stayed float is reported (a warning, and `config.quantization_config["float_layers"]`), what went dynamic is
+recorded (`["dynamic_layers"]`), and a saved model reloads the same.
 """
 
 from __future__ import annotations
@@ -27,47 +28,55 @@ def min_cosine(outputs: list[torch.Tensor], reference: list[torch.Tensor]) -> fl
 
 
 @torch.no_grad()
-def local_error(quantized: Int8Linear, original: nn.Linear, stats: LinearStats) -> float:
-    """Relative error of one int8 linear's output on its calibration input rows."""
+def local_error(quantized: Int8Linear, original: nn.Linear, stats: LinearStats, dynamic: bool = False) -> float:
+    """Relative error of one int8 linear's output on its calibration input rows (with its own activation scale,
+    or, `dynamic`, with the rows' own range as a per-call scale would take it)."""
     rows = stats.sample().to(original.weight.device)
     expected = F.linear(rows, original.weight.float(), None if original.bias is None else original.bias.float())
-    got = int8_linear([quantized], rows).float()
+    scale = quantized.input_scale.clone()
+    if dynamic:
+        quantized.input_scale.zero_()
+    try:
+        got = int8_linear([quantized], rows).float()
+    finally:
+        quantized.input_scale.copy_(scale)
     return float((got - expected).norm() / expected.norm().clamp_min(1e-12))
 
 
 @dataclass
 class Swap:
-    """One quantised linear that can go back to float (and to int8 again), with its ranking error."""
+    """One step back for a quantised linear (or a group sharing one input): `apply` takes it (to float, or to
+    dynamic scales), `undo` returns; `error` ranks it (what the step saves)."""
 
     name: str
-    to_float: Callable[[], None]
-    to_int8: Callable[[], None]
+    apply: Callable[[], None]
+    undo: Callable[[], None]
     error: float
 
 
-def keep_float_until(target: float, measure: Callable[[], float], swaps: list[Swap]) -> tuple[float, list[str]]:
-    """Put linears back to float, worst error first, until `measure()` reaches `target`: 1, 1, 2, 4, ... per
-    round, then the fewest of the last round found by bisection. Returns (cosine reached, names put back)."""
+def swap_until(target: float, measure: Callable[[], float], swaps: list[Swap]) -> tuple[float, list[str]]:
+    """Apply swaps, largest error first, until `measure()` reaches `target`: 1, 1, 2, 4, ... per round, then the
+    fewest of the last round found by bisection. Returns (cosine reached, names of the swaps applied)."""
     cosine = measure()
     ordered = sorted(swaps, key=lambda swap: -swap.error)
     count, step, below = 0, 1, 0  # `below`: a count known to miss the target
     while cosine < target and count < len(ordered):
         below = count
         for swap in ordered[count : count + step]:
-            swap.to_float()
+            swap.apply()
         count = min(len(ordered), count + step)
         cosine = measure()
         step = step if count < 2 else step * 2
     while cosine >= target and count - below > 1:  # the fewest that reach it, between `below` and `count`
         middle = (below + count) // 2
         for swap in ordered[middle:count]:
-            swap.to_int8()
+            swap.undo()
         tried = measure()
         if tried >= target:
             count, cosine = middle, tried
         else:
             for swap in ordered[middle:count]:
-                swap.to_float()
+                swap.apply()
             below = middle
     return cosine, [swap.name for swap in ordered[:count]]  # cosine was measured on the state left in place
 
