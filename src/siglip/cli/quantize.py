@@ -73,5 +73,13 @@ def run(args: argparse.Namespace) -> int:
     model.save_pretrained(out)  # after the copies: its config.json records the quantization
     if len(images) < 8:
         warn(f"calibrated on {len(images)} image(s) only: a few dozen typical images give safer scales")
-    print(f"wrote {out}/ (int8, static scales from {len(images)} images, float parts in {rest}); use: -m {out}")
+    record = model.config.quantization_config
+    steps = "".join(
+        f", {len(record[key])} linears {what}" for key, what in (("dynamic_layers", "on per-call scales"),
+        ("float_layers", "kept float")) if record.get(key)
+    )  # fmt: skip
+    print(
+        f"wrote {out}/ (int8, static scales from {len(images)} images{steps}, float parts in "
+        f"{str(rest).removeprefix('torch.')}); use: -m {out}"
+    )
     return 0
