@@ -81,11 +81,19 @@ def swap_until(target: float, measure: Callable[[], float], swaps: list[Swap]) -
     return cosine, [swap.name for swap in ordered[:count]]  # cosine was measured on the state left in place
 
 
+# Linears named in the warning; the rest are counted (all of them: config.quantization_config["float_layers"]).
+NAMED_IN_WARNING = 6
+
+
 def report(cosine: float, target: float, restored: list[str], total: int) -> None:
     if restored:
+        named = ", ".join(restored[:NAMED_IN_WARNING])
+        more = len(restored) - NAMED_IN_WARNING
+        if more > 0:
+            named += f" and {more} more (all in config.quantization_config['float_layers'])"
         warnings.warn(
             f"int8 quantization kept {len(restored)} of {total} linears in float to reach embedding cosine "
-            f"{cosine:.5f} (target {target}) on the calibration inputs: {', '.join(restored)}",
+            f"{cosine:.5f} (target {target}) on the calibration inputs: {named}",
             stacklevel=4,
         )
     if cosine < target:
