@@ -102,10 +102,11 @@ class Int8Linear(nn.Module):
         self.__dict__["_packed"] = (None, None)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
-        """The int8 twin of `linear` (weights quantised per output channel; dynamic activations until calibrated)."""
+    def from_linear(cls, linear: nn.Linear, quantized: tuple[torch.Tensor, torch.Tensor] | None = None) -> Int8Linear:
+        """The int8 twin of `linear` (weights quantised per output channel, or the (int8 weight, scale) given in
+        `quantized`; dynamic activations until calibrated)."""
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, linear.weight.device)
-        weight, scale = quantize_weight(linear.weight)
+        weight, scale = quantized if quantized is not None else quantize_weight(linear.weight)
         module.weight.copy_(weight)
         module.weight_scale.copy_(scale)
         if linear.bias is not None:

@@ -20,10 +20,12 @@ import torch
 from torch import nn
 
 from ..errors import InputError
-from ..kernels.int8 import Int8Linear, check_int8_supported
+from ..kernels.cpu import cpu_features
+from ..kernels.int8 import WMAX, Int8Linear, check_int8_supported
 from .blocks import encoder_blocks, encoder_linears
 from .calibration import synthetic_batches
 from .observe import as_batches, embeddings, observe
+from .rounding import error_feedback_round
 from .selfcheck import MIN_COSINE, Swap, local_error, logit_spread, report, swap_until
 from .selfcheck import min_cosine as min_cosine_of
 from .smoothing import ALPHA, smooth
@@ -93,10 +95,14 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
     places = list(encoder_linears(model))
     linears = [getattr(owner, name) for owner, name in places]
     stats, reference = {}, []
+    limit = cpu_features().int8_weight_max
+    # 7-bit weights with real calibration inputs: rounded with error feedback over each input's Gram matrix (on
+    # the few, low-variety synthetic inputs of dynamic int8 it fit them and not the inputs that came later)
+    feedback = limit < WMAX and static
     if batches:
-        stats = observe(model, linears, batches)
+        stats = observe(model, linears, batches, gram=feedback)
         if smooth(model, {linear: found.channel_peak for linear, found in stats.items()}):
-            stats = observe(model, linears, batches)  # the smoothed inputs (nothing smoothed: nothing changed)
+            stats = observe(model, linears, batches, gram=feedback)  # the smoothed inputs
         with torch.no_grad():  # the float model by the path it runs (packed): what the int8 one is measured against
             reference = [embeddings(model, batch) for batch in batches]
     names = _linear_names(model)
@@ -105,9 +111,10 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
         for owner, name in places
         if name == "q_proj" and owner.q_proj in stats
     }
+    rounded = _feedback_rounded(places, stats, limit) if feedback and stats else {}
     quantized: dict[nn.Module, Int8Linear] = {}
     for (owner, name), linear in zip(places, linears):
-        quantized[linear] = Int8Linear.from_linear(linear)
+        quantized[linear] = Int8Linear.from_linear(linear, rounded.get(linear))
         if static and linear in stats:
             low, high = stats[linear].low, stats[linear].high
             quantized[linear].set_input_range(min(low, 0.0) * CALIBRATION_MARGIN, max(high, 0.0) * CALIBRATION_MARGIN)
@@ -147,6 +154,31 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
         config.extras[CONFIG_KEY] = record
         setattr(config, CONFIG_KEY, record)
     return model
+
+
+def _feedback_rounded(
+    places: list[tuple[nn.Module, str]], stats: dict, limit: int
+) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    """{linear: (int8 weight, scale)} by error-feedback rounding (rounding.py), one pass per input: q, k and v
+    share theirs, so their rows are rounded together. Frees the Gram matrices."""
+    from tqdm.auto import tqdm  # a bar on a terminal: ~15 s for a base tower on 2 cores
+
+    groups: dict[tuple[nn.Module, str], list[nn.Module]] = {}
+    for owner, name in places:
+        linear = getattr(owner, name)
+        if linear in stats and stats[linear].gram is not None:
+            key = (owner, "qkv" if name in ("q_proj", "k_proj", "v_proj") else name)
+            groups.setdefault(key, []).append(linear)
+    rounded = {}
+    for members in tqdm(groups.values(), desc="int8 rounding", unit="input", leave=False, disable=None):
+        weight = torch.cat([linear.weight for linear in members])
+        integers, scale = error_feedback_round(weight, stats[members[0]].gram, limit)
+        rows = [linear.out_features for linear in members]
+        for linear, part, part_scale in zip(members, integers.split(rows), scale.split(rows)):
+            rounded[linear] = (part.contiguous(), part_scale.contiguous())
+    for found in stats.values():
+        found.gram = None
+    return rounded
 
 
 def _step_back(

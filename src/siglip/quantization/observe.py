@@ -28,8 +28,11 @@ class LinearStats:
     high: float = float("-inf")
     channel_peak: torch.Tensor | None = None  # (in_features,) max |x| per input channel, fp32
     rows: list[torch.Tensor] = field(default_factory=list)  # fp32 input samples
+    gram: torch.Tensor | None = None  # (in, in) sum of x x^T over every input row, when observe(gram=True)
 
-    def update(self, inputs: torch.Tensor) -> None:
+    def update(self, inputs: torch.Tensor, gram: torch.Tensor | None = None) -> None:
+        if gram is not None:
+            self.gram = gram.clone() if self.gram is None else self.gram.add_(gram)
         flat = inputs.detach().reshape(-1, inputs.shape[-1]).float()
         low, high = torch.aminmax(flat)
         self.low, self.high = min(self.low, float(low)), max(self.high, float(high))
@@ -42,13 +45,23 @@ class LinearStats:
         return torch.cat(self.rows)[: 2 * SAMPLE_ROWS]
 
 
-def observe(model: nn.Module, linears: Iterable[nn.Module], batches: list[dict]) -> dict[nn.Module, LinearStats]:
+def observe(
+    model: nn.Module, linears: Iterable[nn.Module], batches: list[dict], gram: bool = False
+) -> dict[nn.Module, LinearStats]:
     """{linear: LinearStats} from one float pass (packing off, so that every linear is called as a module and its
-    hook sees the input)."""
+    hook sees the input); `gram`: also each input's Gram matrix (rounding.py), computed once for linears that
+    share an input (q, k and v)."""
     stats: dict[nn.Module, LinearStats] = {}
+    last: list = [None, None]  # (input tensor, its Gram matrix): q, k and v are called on the same tensor
 
     def record(module: nn.Module, args: tuple) -> None:
-        stats.setdefault(module, LinearStats()).update(args[0])
+        inputs, product = args[0], None
+        if gram:
+            if last[0] is not inputs:
+                flat = inputs.detach().reshape(-1, inputs.shape[-1]).float()
+                last[:] = [inputs, flat.T @ flat]
+            product = last[1]
+        stats.setdefault(module, LinearStats()).update(inputs, product)
 
     handles = [linear.register_forward_pre_hook(record) for linear in linears]
     set_packing = getattr(model, "set_weight_packing", None)
@@ -59,6 +72,7 @@ def observe(model: nn.Module, linears: Iterable[nn.Module], batches: list[dict])
             for batch in batches:
                 embeddings(model, batch)
     finally:
+        last.clear()
         for handle in handles:
             handle.remove()
         if set_packing is not None:
