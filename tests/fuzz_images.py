@@ -205,7 +205,9 @@ def main() -> int:
     parser.add_argument("--no-pipeline", action="store_true")
     args = parser.parse_args()
     result = run(args.count, args.seed, with_pipeline=not args.no_pipeline, progress=True)
-    print(f"{result['calls']} fuzzed calls over {len(result['entry_points'])} entry points in {result['seconds']:.0f} s")
+    print(
+        f"{result['calls']} fuzzed calls over {len(result['entry_points'])} entry points in {result['seconds']:.0f} s"
+    )
     print(f"outcomes: {result['outcomes']}")
     for line in result["untyped"][:50]:
         print("UNTYPED", line)

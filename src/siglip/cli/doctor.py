@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"        attention: {choice['attention']}")
         lines.append(f"        why: {choice['reason']}")
     if report["cuda"]:
-        lines += [f"CUDA {d['index']}: {d['name']}, {d['memory_gib']} GiB, sm {d['capability']}" for d in report["cuda"]]
+        lines += [
+            f"CUDA {d['index']}: {d['name']}, {d['memory_gib']} GiB, sm {d['capability']}" for d in report["cuda"]
+        ]
     else:
         lines.append("CUDA: no device")
     extras = []

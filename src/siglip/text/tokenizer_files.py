@@ -70,7 +70,7 @@ def check_token(name: str, token: Any, required: bool = False) -> None:
         return
     if isinstance(token, dict) and isinstance(token.get("content"), str):
         return
-    raise ConfigError(f"{name} must be a token string or {{\"content\": string, ...}}, got {token!r}.")
+    raise ConfigError(f'{name} must be a token string or {{"content": string, ...}}, got {token!r}.')
 
 
 def _check_added_tokens(added: Any) -> None:
