@@ -19,7 +19,7 @@ from torch import nn
 from ..config import CONFIG_NAME, PretrainedConfig, read_config_dict
 from ..config_validation import config_file
 from ..errors import CheckpointError, ConfigError, InputError
-from ..formats import open_foreign
+from ..foreign import open_foreign
 from ..hub import HubOptions, resolve_file
 from ..kernels.switches import KernelSwitches
 from ..quantization.hooks import LoadSteps, Quantizable
@@ -185,7 +185,7 @@ class SiglipPreTrainedModel(Quantizable, KernelSwitches, nn.Module):
         steps = LoadSteps.pop(kwargs)  # keyword arguments that change the layers loaded, not the config
         options = HubOptions.from_kwargs(kwargs)
         source = str(pretrained_model_name_or_path)
-        # An open_clip folder or big_vision .npz (siglip/formats): its config and weights in the Hub's terms.
+        # An open_clip folder or big_vision .npz (siglip/foreign): its config and weights in the Hub's terms.
         foreign = open_foreign(
             pretrained_model_name_or_path, options, allow_pickle=allow_pickle, variant=kwargs.pop("variant", None)
         )

@@ -14,6 +14,12 @@ from torch import nn
 
 ATTENTION_LINEARS = ("q_proj", "k_proj", "v_proj", "out_proj")
 MLP_LINEARS = ("fc1", "fc2")
+SHARED_INPUT = ("q_proj", "k_proj", "v_proj")  # read one tensor: one activation scale, one Gram matrix
+
+
+def input_key(owner: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """Which input a linear reads: q, k and v of one attention share theirs, every other linear has its own."""
+    return owner, "qkv" if name in SHARED_INPUT else name
 
 
 def encoder_blocks(model: nn.Module) -> Iterator[nn.Module]:

@@ -22,7 +22,7 @@ from torch import nn
 from ..errors import InputError
 from ..kernels.cpu import cpu_features
 from ..kernels.int8 import WMAX, Int8Linear, check_int8_supported
-from .blocks import encoder_blocks, encoder_linears
+from .blocks import encoder_blocks, encoder_linears, input_key
 from .calibration import synthetic_batches
 from .observe import as_batches, embeddings, observe
 from .rounding import error_feedback_round
@@ -167,8 +167,7 @@ def _feedback_rounded(
     for owner, name in places:
         linear = getattr(owner, name)
         if linear in stats and stats[linear].gram is not None:
-            key = (owner, "qkv" if name in ("q_proj", "k_proj", "v_proj") else name)
-            groups.setdefault(key, []).append(linear)
+            groups.setdefault(input_key(owner, name), []).append(linear)
     rounded = {}
     for members in tqdm(groups.values(), desc="int8 rounding", unit="input", leave=False, disable=None):
         weight = torch.cat([linear.weight for linear in members])
@@ -236,7 +235,7 @@ def _dynamic_swaps(
     switch saves. Names are the linears' names joined by "|"."""
     groups: dict[tuple[nn.Module, str], list[tuple[str, nn.Module]]] = {}
     for owner, name, linear in own:
-        groups.setdefault((owner, "qkv" if name in ("q_proj", "k_proj", "v_proj") else name), []).append((name, linear))
+        groups.setdefault(input_key(owner, name), []).append((name, linear))
     swaps = []
     for (owner, _), members in groups.items():
         layers = [quantized[linear] for _, linear in members]
