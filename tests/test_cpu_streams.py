@@ -103,8 +103,20 @@ def test_auto_needs_enough_rows_per_stream(model, inputs, calls, monkeypatch):
         model(**inputs)  # 7 x 12 and 8 x 25 token rows: far below MIN_STREAM_ROWS
         assert calls == []
         monkeypatch.setattr(streams, "MIN_STREAM_ROWS", 40)
+        model(**inputs)  # enough rows, but these towers are far narrower than MIN_STREAM_WIDTH
+        assert calls == []
+        monkeypatch.setattr(streams, "MIN_STREAM_WIDTH", 1)
         model(**inputs)
     assert calls == [2, 2]
+
+
+@pytest.mark.parametrize(("width", "rows", "expected"), [(768, 1024, 1), (768, 2048, 2), (64, 2048, 1), (64, 32768, 2)])
+def test_auto_asks_narrow_towers_for_more_rows(monkeypatch, width, rows, expected):
+    """GEMM work per row grows with the width squared: a width-64 tower needs 16x the rows of a width-256 one."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    streams.set_cpu_streams("auto")
+    with torch.no_grad():
+        assert streams.stream_count(torch.zeros(rows // 16, 16, width), training=False) == expected
 
 
 def test_thread_counts_stay_as_they_were(model, inputs, calls):

@@ -5,11 +5,14 @@ thread team, and a busy neighbour (another runtime's threads, a server's decode 
 S streams each run a contiguous part of the batch on T / S threads, concurrently (OpenVINO's THROUGHPUT hint
 runs its "streams" the same way). `set_cpu_streams(n)` (or the SIGLIP_CPU_STREAMS environment variable) sets
 the count: "auto" (the default: one stream per intra-op thread, as many as the batch fills with
-`MIN_STREAM_ROWS` token rows each), 1 (off), or n. Measured on the 2-core AMX Xeon of
+`MIN_STREAM_ROWS` token rows each, more for towers narrower than `MIN_STREAM_WIDTH`), 1 (off), or n. Measured on the 2-core AMX Xeon of
 benchmarks/results_cpu_runtimes.md, base towers at batch 32, two streams of one thread against one batch on
 two threads: in the side-by-side benchmark (other runtimes loaded in the same process) on a busy host image
 int8 1.23x, image bf16 1.06x, text int8 1.09x, text bf16 1.08x; on a quiet host bf16 1.02-1.04x and int8
 0.97-0.99x; alone in a process (10 interleaved rounds) text int8 1.19x, text bf16 1.00x, image 0.99x.
+Narrow towers have too little GEMM work per row for streams to pay: at batch 16 (3136 rows), widths 64 and 192,
+one batch on two threads ran int8 1.1-1.5x and fp32 up to 1.14x faster than two streams (AMX, and capped to
+AVX2); from width 256 up two streams were as fast or faster (fp32 1.08-1.12x).
 
 Each stream gets whole sequences: fp32 and static int8 results are identical to one batch; in bf16 a GEMM may
 block its rows differently for another row count, as with any change of batch size (differences at bf16
@@ -33,8 +36,10 @@ import torch
 
 from ..errors import InputError
 
-# A stream needs this many token rows (batch x tokens) to pay for itself: ~5 images at 224 px or 16 texts.
+# A stream needs this many token rows (batch x tokens) to pay for itself: ~5 images at 224 px or 16 texts;
+# a tower narrower than MIN_STREAM_WIDTH needs (MIN_STREAM_WIDTH / width)^2 times as many (same GEMM work per row).
 MIN_STREAM_ROWS = 1024
+MIN_STREAM_WIDTH = 256
 
 _setting: int | None = None  # None: "auto"
 
@@ -70,7 +75,9 @@ def stream_count(hidden_states: torch.Tensor, training: bool) -> int:
     batch = hidden_states.shape[0]
     threads = torch.get_num_threads()
     wanted = threads if _setting is None else _setting
-    by_rows = hidden_states.numel() // hidden_states.shape[-1] // MIN_STREAM_ROWS
+    width = hidden_states.shape[-1]
+    rows_per_stream = MIN_STREAM_ROWS * max(1.0, (MIN_STREAM_WIDTH / max(width, 1)) ** 2)
+    by_rows = int(hidden_states.numel() // width // rows_per_stream)
     return max(1, min(wanted, batch, by_rows if _setting is None else batch))
 
 
