@@ -30,6 +30,10 @@ def machine() -> str:
     features = cpu_features()
     cap = f" capped by ONEDNN_MAX_CPU_ISA={features.onednn_isa_cap}" if features.onednn_isa_cap else ""
     isa = f"oneDNN ISA {features.onednn_isa}{cap}, PyTorch kernels {features.aten_capability}"
+    # the other libraries' own caps (MKL's GEMMs, FBGEMM's for torch's quantize_dynamic), as set
+    for variable in ("MKL_ENABLE_INSTRUCTIONS", "FBGEMM_ENABLE_INSTRUCTIONS"):
+        if os.environ.get(variable):
+            isa += f", {variable}={os.environ[variable]}"
     return f"{cpu} ({isa}), {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 

@@ -145,6 +145,28 @@ def test_int8_transformers_initialised_towers(tmp_path, photo_pixels, activation
 
 
 @needs_int8
+def test_dynamic_int8_fits_its_rounding_on_synthetic_inputs_and_checks_on_others(tmp_path, photo_pixels, monkeypatch):
+    """Without calibration, 7-bit weights (CPUs without VNNI) are rounded with error feedback fitted to synthetic
+    inputs (seed 0, damped harder) and the self-check runs on other synthetic inputs; 8-bit weights round plainly."""
+    from siglip.quantization import convert
+
+    fits, seeds = [], []
+    real_round, real_synthetic = convert.error_feedback_round, convert.synthetic_batches
+    monkeypatch.setattr(convert, "error_feedback_round", lambda *a: fits.append(a[3]) or real_round(*a))
+    monkeypatch.setattr(convert, "synthetic_batches", lambda m, seed=0: seeds.append(seed) or real_synthetic(m, seed))
+    folder = transformers_vision_tower(tmp_path / "tower", 256, 4)
+    with torch.inference_mode():
+        expected = SiglipVisionModel.from_pretrained(folder)(pixel_values=photo_pixels).pooler_output
+    model = SiglipVisionModel.from_pretrained(folder, quantization="int8")
+    assert sorted(seeds) == [0, convert.CHECK_SEED]
+    inputs = 4 * 2  # q/k/v (one input), out_proj, fc1, fc2 in each of 2 layers
+    assert fits == ([convert.SYNTHETIC_DAMPING] * inputs if FEATURES.int8_weight_max < 127 else [])
+    with torch.inference_mode():
+        got = model(pixel_values=photo_pixels).pooler_output
+    assert cosines(got, expected).min() >= 0.999, cosines(got, expected)
+
+
+@needs_int8
 @pytest.mark.parametrize(
     "outliers", [{"ln2": 50.0}, {"embedding": 100.0}, {"ln1": 10.0, "ln2": 20.0}], ids=["ln2x50", "emb100", "ln"]
 )

@@ -7,8 +7,8 @@ output error on inputs like the calibration ones drops several-fold for the same
 without VNNI the int8 GEMM needs weights in -63..63 (kernels/cpu.py), twice the plain rounding error of 8 bits;
 there this rounding keeps the linears int8 that plain rounding would send back to float (docs/int8.md). It costs
 one Cholesky factorisation per input and a pass over the columns at quantisation time; nothing at inference.
-It is used with real calibration inputs only (static int8): fitted to the few synthetic inputs of dynamic int8,
-the text tower's self-check passed on them while unseen texts came out less accurate than with plain rounding.
+Static int8 fits it to the calibration inputs; dynamic int8 to a few synthetic ones, damped harder and checked
+on other synthetic inputs (quantization/convert.py).
 """
 
 from __future__ import annotations
@@ -20,16 +20,19 @@ DAMPING = 0.01  # of H's mean diagonal, added to it: keeps H invertible with few
 
 
 @torch.no_grad()
-def error_feedback_round(weight: torch.Tensor, gram: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+def error_feedback_round(
+    weight: torch.Tensor, gram: torch.Tensor, limit: int, damping: float = DAMPING
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, in) float weight -> (int8 weight in -limit..limit, fp32 per-output-channel scale): the scales of
-    plain symmetric rounding (max |w| per channel / limit), the integers chosen with error feedback over `gram`."""
+    plain symmetric rounding (max |w| per channel / limit), the integers chosen with error feedback over `gram`
+    (`damping`: the share of its mean diagonal added to it)."""
     weight = weight.detach().float().clone()
     columns = weight.shape[1]
     hessian = gram.detach().float().clone()
     unused = torch.diagonal(hessian) == 0  # input channels that were always 0: nothing to feed back through
     hessian[unused, unused] = 1.0
     weight[:, unused] = 0.0
-    hessian.diagonal().add_(DAMPING * float(torch.diagonal(hessian).mean()))
+    hessian.diagonal().add_(damping * float(torch.diagonal(hessian).mean()))
     scale = weight.abs().amax(dim=1).clamp_min(1e-12) / limit
     # the upper Cholesky factor of H^-1: row i holds how column i's error spreads to the columns after it
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
