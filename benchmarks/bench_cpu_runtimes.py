@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import shlex
 import statistics
 import tempfile
 import time
@@ -47,6 +48,8 @@ INT8_PEERS = {
     "vision": "OpenVINO int8 post-training quantization (NNCF)",
     "text": "ONNX Runtime int8 dynamic (QInt8 weights)",
 }
+# the instruction-set caps a run was made under, written before the command it records (emulating a lower CPU)
+ISA_CAPS = ("FBGEMM_ENABLE_INSTRUCTIONS", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 TEXT_TOKENS = 64  # base-patch16-224's max_position_embeddings: texts padded to full length, as the processor does
 
 
@@ -315,15 +318,17 @@ def main() -> None:
         headline(tower, result)
         sections += ["", *lines]
     if args.out:
+        caps = [f"{name}={os.environ[name]}" for name in ISA_CAPS if os.environ.get(name)]
         command = " ".join(
             [
+                *caps,
                 "python benchmarks/bench_cpu_runtimes.py",
                 f"--towers {args.towers}",
                 f"--batch {args.batch}",
                 f"--rounds {args.rounds}",
                 f"--threads {args.threads}",
                 f"--calibration {args.calibration}",
-                *([f"--only {' '.join(args.only)}"] if args.only else []),
+                *([f"--only {shlex.join(args.only)}"] if args.only else []),
             ]
         )
         with args.out.open("a", encoding="utf-8") as handle:
