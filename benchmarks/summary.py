@@ -15,6 +15,8 @@ import platform
 import torch
 
 ROWS_ENV = "SIGLIP_BENCH_ROWS"
+# Set by tools/cpu_emulation/as_cpu.sh: the instruction-set level CPUID reports to this process.
+CPUID_LEVEL_ENV = "SIGLIP_CPUID_LEVEL"
 
 
 def machine() -> str:
@@ -30,6 +32,9 @@ def machine() -> str:
     features = cpu_features()
     cap = f" capped by ONEDNN_MAX_CPU_ISA={features.onednn_isa_cap}" if features.onednn_isa_cap else ""
     isa = f"oneDNN ISA {features.onednn_isa}{cap}, PyTorch kernels {features.aten_capability}"
+    emulated = os.environ.get(CPUID_LEVEL_ENV)
+    if emulated and "cpuid_mask" in os.environ.get("LD_PRELOAD", ""):
+        isa = f"CPUID masked to {emulated} for every library (tools/cpu_emulation/as_cpu.sh): " + isa
     # the other libraries' own caps (MKL's GEMMs, FBGEMM's for torch's quantize_dynamic), as set
     for variable in ("MKL_ENABLE_INSTRUCTIONS", "FBGEMM_ENABLE_INSTRUCTIONS"):
         if os.environ.get(variable):

@@ -5,11 +5,18 @@ once per process: each level runs in a subprocess, so a developer on an AMX or A
 an AVX2-only CPU (AMD Zen 2/3, pre-Ice-Lake Xeons, Intel client CPUs) sees. Levels the CPU does not reach skip
 with the reason; the CPU's own level is the main run of test_kernels.py. `SIGLIP_ISA_LEVELS=AVX2,AVX512_CORE`
 narrows the matrix (for a quick local run).
+
+Where the host allows it (x86 Linux with CPUID faulting, the `cpuid_fault` flag, and a C compiler), each level
+also runs with tools/cpu_emulation's CPUID mask preloaded: every library then reads the lesser CPU from CPUID
+itself (PyTorch's cpuinfo, MKL, FBGEMM, oneDNN's own checks), which the environment caps alone do not reach (a
+PyTorch bf16 check that reads AVX-512 from CPUID passes under ONEDNN_MAX_CPU_ISA=AVX2 and fails on a real AVX2
+CPU). The summary line says which way each level ran.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,9 +63,65 @@ def test_kernels_at_isa_level(level, aten):
     if aten:
         env["ATEN_CPU_CAPABILITY"] = aten
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", str(TESTS / "test_kernels.py")]
+    mask = cpuid_mask_library()
+    if mask is not None:
+        env["LD_PRELOAD"] = ":".join(filter(None, [str(mask), env.get("LD_PRELOAD")]))
+        env["SIGLIP_CPUID_LEVEL"] = level
     run = subprocess.run(command, cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=900)
     summary = run.stdout.strip().splitlines()[-1:] or ["(no output)"]
-    ISA_MATRIX.append(f"{level:<17} ATEN {aten or 'default':<8} {summary[0]}")
+    how = "CPUID masked" if mask is not None else "caps only"
+    ISA_MATRIX.append(f"{level:<17} ATEN {aten or 'default':<8} {how:<13} {summary[0]}")
     assert run.returncode == 0, (
         f"test_kernels.py under ONEDNN_MAX_CPU_ISA={level}:\n{run.stdout[-6000:]}{run.stderr[-2000:]}"
     )
+
+
+MASK_SOURCE = TESTS.parent / "tools" / "cpu_emulation" / "cpuid_mask.c"
+MASK_LIBRARY = TESTS.parent / ".cache" / "cpu_emulation" / "cpuid_mask.so"
+
+
+def cpuid_mask_library() -> Path | None:
+    """tools/cpu_emulation's CPUID mask, compiled on first use; None where the host cannot run it (not x86
+    Linux, no CPUID faulting, no C compiler), and the matrix then runs on the environment caps alone."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if not FEATURES.is_x86 or sys.platform != "linux" or "cpuid_fault" not in _host_flags() or compiler is None:
+        return None
+    if not MASK_LIBRARY.exists() or MASK_LIBRARY.stat().st_mtime < MASK_SOURCE.stat().st_mtime:
+        MASK_LIBRARY.parent.mkdir(parents=True, exist_ok=True)
+        partial = MASK_LIBRARY.with_suffix(f".{os.getpid()}.so")
+        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(MASK_SOURCE), "-ldl"],
+                       check=True)  # fmt: skip
+        partial.replace(MASK_LIBRARY)
+    return MASK_LIBRARY
+
+
+def _host_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return set()
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+def test_cpuid_mask_shows_the_lesser_cpu_to_pytorch_and_onednn():
+    """The mask itself: a process under it at AVX2 reads no AVX-512 from CPUID (PyTorch's cpuinfo probes) and
+    oneDNN reports AVX2 as its ISA without being told."""
+    mask = cpuid_mask_library()
+    if mask is None:
+        pytest.skip("CPUID masking needs x86 Linux with the cpuid_fault flag and a C compiler")
+    if not FEATURES.level_at_least("AVX512_CORE") and "avx512f" not in FEATURES.flags:
+        pytest.skip("this CPU has no AVX-512 to hide")
+    probe = (
+        "import torch\n"
+        "print(torch.cpu._is_avx2_supported(), torch.cpu._is_avx512_supported(), torch.cpu._is_vnni_supported())\n"
+        "torch.nn.functional.linear(torch.randn(64, 64), torch.randn(64, 64))\n"
+        "with torch.inference_mode():\n"
+        "    torch.ops.mkldnn._linear_pointwise(torch.randn(8, 64), torch.randn(32, 64), None, 'none', [], '')\n"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.endswith(("_MAX_CPU_ISA", "_CAPABILITY"))}
+    env.update(LD_PRELOAD=str(mask), SIGLIP_CPUID_LEVEL="AVX2", ONEDNN_VERBOSE="1")
+    run = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.splitlines()[0] == "True False False", run.stdout[:2000]
+    isa = [line for line in run.stdout.splitlines() if ",info,cpu,isa:" in line]
+    assert isa and isa[0].rstrip().endswith("Intel AVX2"), run.stdout[:2000]
