@@ -419,3 +419,33 @@ def test_error_feedback_rounding_beats_plain_rounding_on_unseen_inputs():
         assert rounded.dtype == torch.int8 and int(rounded.abs().max()) <= limit
         assert torch.allclose(scale, plain_scale)
         assert error(rounded, scale) < 0.8 * error(plain, plain_scale), (limit, error(rounded, scale))
+
+
+def test_narrow_towers_are_told_int8_brings_no_speed(tmp_path, capsys):
+    """Below the width from which int8 GEMMs beat fp32 on this CPU (kernels/int8.py, INT8_MIN_WIDTH_*: 96 without
+    VNNI, 64 with), quantize("int8") says so with the measured reason, and --dtype int8 (runtime.load_model) runs
+    the float model with a one-line notice. At the demo's width (128) neither happens: it loads as int8."""
+    import warnings
+
+    from siglip.kernels.cpu import cpu_features
+    from siglip.runtime import load_model
+
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=16)  # fmt: skip
+    SiglipVisionModel(config).save_pretrained(tmp_path)
+    with pytest.warns(UserWarning, match=r"int8 will not make this model faster .* at width 32 .* measured"):
+        quantized = SiglipVisionModel.from_pretrained(tmp_path).quantize("int8")
+    assert any(isinstance(m, Int8Linear) for m in quantized.modules())  # asked for explicitly: done
+    model = load_model(tmp_path, dtype="int8")
+    notice = capsys.readouterr().err
+    rest = "bfloat16" if cpu_features().native_bf16 else "float32"  # the float dtype an int8 model keeps
+    assert "siglip: notice: int8 will not make this model faster" in notice and f"running {rest} instead" in notice
+    assert not any(isinstance(module, Int8Linear) for module in model.modules())
+    assert notice.count("\n") == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        demo = load_model(DEMO, dtype="int8")
+    assert isinstance(demo.vision_model.encoder.layers[0].mlp.fc2, Int8Linear)
+    assert not [w for w in caught if "will not make" in str(w.message)]
+    assert "notice" not in capsys.readouterr().err

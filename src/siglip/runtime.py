@@ -94,7 +94,28 @@ def load_model(
         settings = load_options(dtype, device)
     else:
         settings = {"dtype": dtype, "device": device}
+    if settings.get("quantization") == "int8" and "calibration" not in options:
+        return _load_int8(model, settings, revision, options)
     return AutoModel.from_pretrained(model, **settings, revision=revision, **options).eval()
+
+
+def _load_int8(model: str | os.PathLike, settings: dict[str, Any], revision: str | None, options: dict) -> Any:
+    """--dtype int8: the model quantised to int8 (a saved int8 folder as it is), unless int8 would not make it
+    faster on this CPU (every tower narrower than int8 pays for, `kernels.int8.int8_speed_note`): then it runs
+    in the float dtype, said in one line."""
+    from .auto import AutoModel
+    from .kernels.int8 import Int8Linear
+    from .quantization.convert import narrow_model_note
+
+    rest = {key: value for key, value in settings.items() if key != "quantization"}
+    loaded = AutoModel.from_pretrained(model, **rest, revision=revision, **options).eval()
+    if any(isinstance(module, Int8Linear) for module in loaded.modules()):
+        return loaded  # a saved int8 model, rebuilt as int8 by from_pretrained
+    note = narrow_model_note(loaded)
+    if note is not None:
+        print(f"siglip: notice: {note}; running {rest['dtype']} instead of int8", file=sys.stderr)
+        return loaded
+    return loaded.quantize("int8")
 
 
 def load_model_and_processor(

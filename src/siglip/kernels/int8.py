@@ -39,6 +39,31 @@ warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor.*deprecat
 _HAS_QUANTIZE = hasattr(torch, "quantize_per_tensor")
 
 
+# Below these widths (hidden size) int8 buys a tower little or nothing over fp32: the inputs and outputs of its
+# GEMMs cost as much as the products. Measured on the 2-core Xeon, one encoder layer's GEMMs over 3136 rows
+# (16 images), int8 dynamic / static against packed fp32: with 7-bit weights (AVX2, no VNNI) 0.75 / 0.83x at width
+# 32, 1.01 / 1.10x at 64, 1.11 / 1.21x at 96, 1.44 / 1.53x at 192; with VNNI 0.74 / 0.89x at 32, 0.96 / 1.13x at
+# 48, 1.12 / 1.32x at 64, 1.41 / 1.66x at 96; with AMX 0.69 / 0.78x at 32, 1.10 / 1.26x at 64, 1.96 / 2.30x at 128.
+# Whole towers gain less (attention and the patch embedding stay float): 0.92-1.05x at widths 32-48 on AVX2.
+INT8_MIN_WIDTH_VNNI = 64
+INT8_MIN_WIDTH_REDUCED = 96
+
+
+def int8_speed_note(width: int) -> str | None:
+    """Why int8 will not be faster than fp32 for a tower of hidden size `width` on this CPU, or None where it
+    is (see INT8_MIN_WIDTH_*)."""
+    features = cpu_features()
+    least = INT8_MIN_WIDTH_VNNI if features.int8_vnni else INT8_MIN_WIDTH_REDUCED
+    if width >= least:
+        return None
+    kind = "VNNI" if features.int8_vnni else "7-bit weights, no VNNI"
+    return (
+        f"int8 will not make this model faster on this CPU (oneDNN {features.onednn_isa}, {kind}): at width {width} "
+        f"its int8 GEMMs measured 0.7-1.1x fp32, the inputs and outputs costing as much as the products; int8 pays "
+        f"from width {least} here. The float model runs as fast, without int8's error"
+    )
+
+
 def quantize_weight(weight: torch.Tensor, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(out, in) float weight -> (int8 weight, fp32 per-output-channel scale), symmetric round-to-nearest to
     +-`limit` (default: the largest this CPU's int8 GEMM sums exactly, `cpu_features().int8_weight_max`)."""

@@ -12,6 +12,7 @@ Without calibration each call measures its own input (dynamic).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..kernels.cpu import cpu_features
-from ..kernels.int8 import WMAX, Int8Linear, check_int8_supported
+from ..kernels.int8 import WMAX, Int8Linear, check_int8_supported, int8_speed_note
 from .blocks import encoder_blocks, encoder_linears, input_key
 from .calibration import synthetic_batches
 from .observe import as_batches, embeddings, observe
@@ -97,6 +98,9 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
         )
     if min_cosine is not None and not 0 < min_cosine <= 1:
         raise InputError(f"min_cosine must be in (0, 1] or None, got {min_cosine!r}")
+    note = narrow_model_note(model)
+    if note is not None:
+        warnings.warn(note, stacklevel=3)
     static = calibration is not None
     batches = as_batches(calibration) if static else synthetic_batches(model)
     # Without calibration the self-check runs on other synthetic inputs than the ones the weights were fitted to
@@ -163,6 +167,12 @@ def quantize_model(model: nn.Module, calibration: Any = None, min_cosine: float 
         config.extras[CONFIG_KEY] = record
         setattr(config, CONFIG_KEY, record)
     return model
+
+
+def narrow_model_note(model: nn.Module) -> str | None:
+    """Why int8 would not make `model` faster on this CPU (every tower narrower than int8 pays for), or None."""
+    widths = [owner.q_proj.in_features for owner, name in encoder_linears(model) if name == "q_proj"]
+    return int8_speed_note(max(widths)) if widths else None
 
 
 def _feedback_rounded(
