@@ -111,6 +111,27 @@ def test_kernel_plan_and_doctor_say_what_runs():
     assert text.returncode == 0 and f"oneDNN ISA: {FEATURES.onednn_isa}" in text.stdout
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch without oneDNN: no packed GEMMs")
+def test_fp32_gelu_inside_the_gemm_only_from_avx512(monkeypatch):
+    """fc1's GELU: oneDNN's post-op from AVX-512 up, PyTorch's GELU after the GEMM below (where the post-op is the
+    slower way); either way the numbers are PyTorch's `F.gelu` over `F.linear` (what transformers computes)."""
+    from siglip.kernels import packed
+
+    assert packed._FP32_GELU_AFTER == (not FEATURES.level_at_least("AVX512_CORE"))
+    fp32 = {choice.dtype: choice for choice in kernel_plan()}["fp32"]
+    assert ("then PyTorch's GELU" in fp32.gemm) == packed._FP32_GELU_AFTER
+    torch.manual_seed(0)
+    layer, inputs = torch.nn.Linear(96, 384), torch.randn(300, 96)
+    for after in (True, False):
+        monkeypatch.setattr(packed, "_FP32_GELU_AFTER", after)
+        module_cache(layer).clear()
+        for name, approximate in (("gelu_pytorch_tanh", "tanh"), ("gelu", "none")):
+            with torch.inference_mode():
+                got = kernels.linear(layer, inputs, name, lambda x, a=approximate: F.gelu(x, approximate=a))
+                want = F.gelu(F.linear(inputs, layer.weight, layer.bias), approximate=approximate)
+            assert (got - want).abs().max().item() < 1e-5, (after, name)
+
+
 # ---- int8 ----------------------------------------------------------------------------------------------------
 @needs_int8
 def test_int8_weights_fit_this_cpus_accumulator():

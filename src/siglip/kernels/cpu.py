@@ -17,6 +17,8 @@ The choices that depend on the CPU (`siglip doctor` prints them):
 - bf16: native where the CPU has bf16 dot products (avx512_bf16, AMX-BF16, Arm's bf16); elsewhere oneDNN and
   PyTorch emulate bf16 GEMMs several times slower than fp32, so bf16 weights are computed in fp32 there.
 - int8 GEMMs write bf16 (or add a bf16 residual) only with native bf16; elsewhere they write fp32.
+- fp32 GELU: inside oneDNN's GEMM from AVX-512 up; below it (AVX2) oneDNN's GELU post-op costs more than
+  PyTorch's GELU run over the GEMM's output after it (`fused_fp32_gelu`).
 - attention: blocked bf16 GEMMs only with native bf16; PyTorch's flash kernel for long sequences with AMX.
 - int8 at all: x86 with oneDNN and at least AVX2; elsewhere (aarch64, old x86) `quantize("int8")` is refused.
 """
@@ -88,6 +90,16 @@ class CpuFeatures:
         """The dtype bf16 weights are multiplied in: bf16 where the CPU has bf16 dot products, else fp32."""
         return torch.bfloat16 if self.native_bf16 else torch.float32
 
+    @property
+    def fused_fp32_gelu(self) -> bool:
+        """Whether fp32 GEMMs apply GELU inside oneDNN (a post-op) rather than PyTorch's GELU after them.
+
+        Below AVX-512 oneDNN's fp32 GEMMs compute the post-op slowly: fc1 of a base tower (768 -> 3072) over
+        1024-2048 rows took 28.4-56.8 ms with the post-op and 25.1-51.9 ms with PyTorch's GELU after it (AVX2:
+        the Xeon with CPUID masked, tools/cpu_emulation), while with AVX-512 the post-op won (15.0 against 17.0 ms
+        at 1024 rows). oneDNN's int8 GEMMs keep theirs on every CPU: there it was the faster way on AVX2 too."""
+        return self.level_at_least("AVX512_CORE")
+
     def level_at_least(self, level: str) -> bool:
         if self.onednn_isa not in _LEVEL_NAMES:
             return False
@@ -95,7 +107,8 @@ class CpuFeatures:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "int8_supported": self.int8_supported, "int8_weight_max": self.int8_weight_max,
-                "bf16_gemm_dtype": str(self.bf16_gemm_dtype).replace("torch.", "")}  # fmt: skip
+                "bf16_gemm_dtype": str(self.bf16_gemm_dtype).replace("torch.", ""),
+                "fused_fp32_gelu": self.fused_fp32_gelu}  # fmt: skip
 
 
 def _cpuinfo() -> tuple[str, set[str]]:

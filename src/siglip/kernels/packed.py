@@ -41,6 +41,8 @@ EAGER_KERNELS_UNDER_COMPILE = cpu_features().aten_capability.upper().startswith(
 
 # oneDNN post-op names for the activations it can fuse: config name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none"), "relu": ("relu", "")}
+# fp32 GELU after the GEMM (PyTorch's, in place) where oneDNN's post-op is the slower way (below AVX-512).
+_FP32_GELU_AFTER = not cpu_features().fused_fp32_gelu
 
 
 class PackedWeights:
@@ -116,6 +118,9 @@ def packed_linear(
     if residual is not None:
         return torch.ops.mkldnn._linear_pointwise.binary(inputs, residual, weight, bias, "add")
     attr, algorithm = FUSED_ACTIVATIONS[activation] if activation is not None else ("none", "")
+    if attr == "gelu" and _FP32_GELU_AFTER and inputs.dtype == torch.float32:
+        output = torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
+        return torch.ops.aten.gelu_(output, approximate=algorithm)
     return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, attr, [], algorithm)
 
 

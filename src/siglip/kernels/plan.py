@@ -28,9 +28,11 @@ def kernel_plan(features: CpuFeatures | None = None) -> list[KernelChoice]:
     features = features or cpu_features()
     onednn = features.onednn_available
     packed = "oneDNN GEMMs, weights packed once, bias / GELU / residual fused" if onednn else "PyTorch F.linear"
-    choices = [
-        KernelChoice("fp32", packed, "PyTorch SDPA (flash kernel)", "fp32 runs natively on every CPU"),
-    ]
+    fp32, why = packed, "fp32 runs natively on every CPU"
+    if onednn and not features.fused_fp32_gelu:
+        fp32 = "oneDNN GEMMs, weights packed once, bias / residual fused, then PyTorch's GELU"
+        why += "; below AVX-512 oneDNN's GELU inside the GEMM is slower than PyTorch's after it"
+    choices = [KernelChoice("fp32", fp32, "PyTorch SDPA (flash kernel)", why)]
     if features.native_bf16:
         attention = "blocked bf16 GEMMs" + (" (flash kernel from 128 queries: AMX)" if features.amx else "")
         choices.append(KernelChoice("bf16", packed.replace("oneDNN", "oneDNN bf16"), attention,
