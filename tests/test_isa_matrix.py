@@ -15,6 +15,8 @@ CPU). The summary line says which way each level ran.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import shutil
 import subprocess
@@ -92,7 +94,15 @@ def cpuid_mask_library() -> Path | None:
         subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(MASK_SOURCE), "-ldl"],
                        check=True)  # fmt: skip
         partial.replace(MASK_LIBRARY)
-    return MASK_LIBRARY
+    return MASK_LIBRARY if _mask_works() else None
+
+
+@functools.lru_cache(maxsize=1)
+def _mask_works() -> bool:
+    """The library loads and turns CPUID faulting on here (a kernel may list cpuid_fault and still refuse it)."""
+    env = {**os.environ, "LD_PRELOAD": str(MASK_LIBRARY), "SIGLIP_CPUID_LEVEL": "AVX2"}
+    run = subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, timeout=120)
+    return run.returncode == 0
 
 
 def _host_flags() -> set[str]:
@@ -125,3 +135,11 @@ def test_cpuid_mask_shows_the_lesser_cpu_to_pytorch_and_onednn():
     assert run.stdout.splitlines()[0] == "True False False", run.stdout[:2000]
     isa = [line for line in run.stdout.splitlines() if ",info,cpu,isa:" in line]
     assert isa and isa[0].rstrip().endswith("Intel AVX2"), run.stdout[:2000]
+    # siglip doctor under it: PyTorch's kernels read AVX2 from CPUID (no ATEN_CPU_CAPABILITY set), and it says so
+    env.pop("ONEDNN_VERBOSE")
+    doctor = subprocess.run([sys.executable, "-m", "siglip", "doctor", "--json"], env={**env, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert doctor.returncode == 0, doctor.stderr[-3000:]
+    report = json.loads(doctor.stdout)
+    assert report["cpuid_masked_to"] == "AVX2"
+    assert (report["cpu"]["onednn_isa"], report["cpu"]["aten_capability"]) == ("AVX2", "AVX2")

@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
         f"  oneDNN ISA: {cpu['onednn_isa']}{cap}; PyTorch kernels: {cpu['aten_capability']}",
         f"  int8 VNNI: {'yes' if cpu['int8_vnni'] else 'no'}, native bf16: {'yes' if cpu['native_bf16'] else 'no'}, "
         f"AMX: {'yes' if cpu['amx'] else 'no'}",
-        "Kernels (CPU inference):",
     ]
+    if report["cpuid_masked_to"]:
+        lines.append(f"  CPUID masked to {report['cpuid_masked_to']} (tools/cpu_emulation): the libraries see that CPU, "
+                     "the flags above are the host's")  # fmt: skip
+    lines.append("Kernels (CPU inference):")
     for choice in report["kernels"]:
         lines.append(f"  {choice['dtype']:<5} {choice['gemm']}")
         lines.append(f"        attention: {choice['attention']}")

@@ -87,9 +87,18 @@ def environment_report() -> dict:
         "onednn": onednn_version or _onednn_version_from_config(),
         "threads": torch.get_num_threads(),
         "cpu": features.as_dict(),
+        "cpuid_masked_to": cpuid_masked_to(),
         "kernels": [asdict(choice) for choice in kernel_plan(features)],
         "cuda": cuda,
     }
+
+
+def cpuid_masked_to() -> str | None:
+    """The level tools/cpu_emulation/as_cpu.sh masks CPUID to in this process (None: the CPU as it is)."""
+    import os
+
+    level = os.environ.get("SIGLIP_CPUID_LEVEL")
+    return level if level and "cpuid_mask" in os.environ.get("LD_PRELOAD", "") else None
 
 
 def _onednn_version_from_config() -> str | None:
