@@ -34,10 +34,11 @@ import torch.nn.functional as F
 from bench_models import PEAK_BLOCK_ROWS, gemm_peak, make_inputs, timed
 from cpu_runtimes import CONTENDERS, TOWER_CLASSES, Run, Setup, Skip
 from PIL import ImageOps
-from summary import CPUID_LEVEL_ENV, machine, record
+from summary import machine, record
 
 import siglip
 from siglip.image.loading import load_image
+from siglip.kernels.plan import cpuid_masked_to
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTO_DIRS = [ROOT / "tests" / "fixtures", Path("/work/shared/data"), Path("/work/shared/data/images")]
@@ -338,7 +339,7 @@ def main() -> None:
         headline(tower, result)
         sections += ["", *lines]
     if args.out:
-        emulated = os.environ.get(CPUID_LEVEL_ENV)
+        emulated = cpuid_masked_to()
         caps = [f"tools/cpu_emulation/as_cpu.sh {emulated}"] if emulated else []
         # the libraries' own caps, beyond the one as_cpu.sh sets itself
         caps = [

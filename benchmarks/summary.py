@@ -15,8 +15,6 @@ import platform
 import torch
 
 ROWS_ENV = "SIGLIP_BENCH_ROWS"
-# Set by tools/cpu_emulation/as_cpu.sh: the instruction-set level CPUID reports to this process.
-CPUID_LEVEL_ENV = "SIGLIP_CPUID_LEVEL"
 
 
 def machine() -> str:
@@ -28,12 +26,13 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     from siglip.kernels.cpu import cpu_features
+    from siglip.kernels.plan import cpuid_masked_to
 
     features = cpu_features()
     cap = f" capped by ONEDNN_MAX_CPU_ISA={features.onednn_isa_cap}" if features.onednn_isa_cap else ""
     isa = f"oneDNN ISA {features.onednn_isa}{cap}, PyTorch kernels {features.aten_capability}"
-    emulated = os.environ.get(CPUID_LEVEL_ENV)
-    if emulated and "cpuid_mask" in os.environ.get("LD_PRELOAD", ""):
+    emulated = cpuid_masked_to()
+    if emulated:
         isa = f"CPUID masked to {emulated} for every library (tools/cpu_emulation/as_cpu.sh): " + isa
     # the other libraries' own caps (MKL's GEMMs, FBGEMM's for torch's quantize_dynamic), as set
     for variable in ("MKL_ENABLE_INSTRUCTIONS", "FBGEMM_ENABLE_INSTRUCTIONS"):

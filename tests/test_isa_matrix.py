@@ -78,39 +78,19 @@ def test_kernels_at_isa_level(level, aten):
     )
 
 
-MASK_SOURCE = TESTS.parent / "tools" / "cpu_emulation" / "cpuid_mask.c"
-MASK_LIBRARY = TESTS.parent / ".cache" / "cpu_emulation" / "cpuid_mask.so"
-
-
-def cpuid_mask_library() -> Path | None:
-    """tools/cpu_emulation's CPUID mask, compiled on first use; None where the host cannot run it (not x86
-    Linux, no CPUID faulting, no C compiler), and the matrix then runs on the environment caps alone."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if not FEATURES.is_x86 or sys.platform != "linux" or "cpuid_fault" not in _host_flags() or compiler is None:
-        return None
-    if not MASK_LIBRARY.exists() or MASK_LIBRARY.stat().st_mtime < MASK_SOURCE.stat().st_mtime:
-        MASK_LIBRARY.parent.mkdir(parents=True, exist_ok=True)
-        partial = MASK_LIBRARY.with_suffix(f".{os.getpid()}.so")
-        subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(partial), str(MASK_SOURCE), "-ldl"],
-                       check=True)  # fmt: skip
-        partial.replace(MASK_LIBRARY)
-    return MASK_LIBRARY if _mask_works() else None
+AS_CPU = TESTS.parent / "tools" / "cpu_emulation" / "as_cpu.sh"
+MASK_LIBRARY = TESTS.parent / ".cache" / "cpu_emulation" / "cpuid_mask.so"  # where as_cpu.sh builds it
 
 
 @functools.lru_cache(maxsize=1)
-def _mask_works() -> bool:
-    """The library loads and turns CPUID faulting on here (a kernel may list cpuid_fault and still refuse it)."""
-    env = {**os.environ, "LD_PRELOAD": str(MASK_LIBRARY), "SIGLIP_CPUID_LEVEL": "AVX2"}
-    run = subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, timeout=120)
-    return run.returncode == 0
-
-
-def _host_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return set()
-    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+def cpuid_mask_library() -> Path | None:
+    """tools/cpu_emulation's CPUID mask, built by as_cpu.sh and tried once here; None where the host cannot run
+    it (not x86 Linux, no CPUID faulting or a kernel that refuses it, no C compiler), and the matrix then runs on
+    the environment caps alone."""
+    if not FEATURES.is_x86 or sys.platform != "linux" or shutil.which("bash") is None:
+        return None
+    run = subprocess.run(["bash", str(AS_CPU), "AVX2", sys.executable, "-c", "pass"], capture_output=True, timeout=300)
+    return MASK_LIBRARY if run.returncode == 0 and MASK_LIBRARY.exists() else None
 
 
 def test_cpuid_mask_shows_the_lesser_cpu_to_pytorch_and_onednn():
