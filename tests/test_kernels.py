@@ -113,13 +113,13 @@ def test_kernel_plan_and_doctor_say_what_runs():
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch without oneDNN: no packed GEMMs")
 def test_fp32_gelu_inside_the_gemm_only_from_avx512(monkeypatch):
-    """fc1's GELU: oneDNN's post-op from AVX-512 up, PyTorch's GELU after the GEMM below (where the post-op is the
+    """fc1's GELU: oneDNN's post-op from AVX-512 up, a blocked pass after the GEMM below (where the post-op is the
     slower way); either way the numbers are PyTorch's `F.gelu` over `F.linear` (what transformers computes)."""
     from siglip.kernels import packed
 
     assert packed._FP32_GELU_AFTER == (not FEATURES.level_at_least("AVX512_CORE"))
     fp32 = {choice.dtype: choice for choice in kernel_plan()}["fp32"]
-    assert ("then PyTorch's GELU" in fp32.gemm) == packed._FP32_GELU_AFTER
+    assert ("then GELU in cache-sized blocks" in fp32.gemm) == packed._FP32_GELU_AFTER
     torch.manual_seed(0)
     layer, inputs = torch.nn.Linear(96, 384), torch.randn(300, 96)
     for after in (True, False):
@@ -130,6 +130,38 @@ def test_fp32_gelu_inside_the_gemm_only_from_avx512(monkeypatch):
                 got = kernels.linear(layer, inputs, name, lambda x, a=approximate: F.gelu(x, approximate=a))
                 want = F.gelu(F.linear(inputs, layer.weight, layer.bias), approximate=approximate)
             assert (got - want).abs().max().item() < 1e-5, (after, name)
+
+
+def test_blocked_gelu_is_pytorchs_tanh_gelu_in_place_and_steps_aside_for_autograd():
+    """kernels/gelu.py: x * sigmoid(2u) over blocks of rows equals F.gelu(approximate="tanh") to fp32 rounding,
+    over the whole range (large negatives underflow to -0, large positives stay x, NaN stays NaN), in place on a
+    CPU fp32 tensor; where autograd needs the graph, or the tensor is not CPU fp32 contiguous, it is F.gelu."""
+    from siglip.kernels.gelu import BLOCK_ELEMENTS, gelu_tanh_
+
+    generator = torch.Generator().manual_seed(0)
+    rows = 2 * BLOCK_ELEMENTS // 384 + 7  # several blocks and a partial one
+    values = torch.randn(rows, 384, generator=generator) * 4
+    values[0, :8] = torch.tensor([0.0, -0.0, 1e-30, -60.0, 60.0, 3e4, -3e4, float("nan")])
+    want = F.gelu(values.double(), approximate="tanh")
+    inputs = values.clone()
+    got = gelu_tanh_(inputs)
+    assert got.data_ptr() == inputs.data_ptr()  # in place
+    finite = want.isfinite()
+    assert (got.double() - want)[finite].abs().max().item() < 2e-6
+    assert torch.equal(got.isnan(), want.isnan())
+    assert (F.gelu(values, approximate="tanh").double() - want)[finite].abs().max().item() < 2e-6  # PyTorch's own
+    assert gelu_tanh_(torch.empty(0, 384)).shape == (0, 384)
+
+    sample = values[1:65]  # no NaN
+    leaf = sample.clone().requires_grad_()
+    gelu_tanh_(leaf * 1).sum().backward()  # autograd: F.gelu's graph, the input untouched
+    reference = sample.clone().requires_grad_()
+    F.gelu(reference, approximate="tanh").sum().backward()
+    assert torch.allclose(leaf.grad, reference.grad)
+    for other in (sample.bfloat16(), sample.t(), sample.double()):
+        before = other.clone()
+        result = gelu_tanh_(other)
+        assert torch.equal(other, before) and torch.allclose(result, F.gelu(before, approximate="tanh"))
 
 
 # ---- int8 ----------------------------------------------------------------------------------------------------

@@ -17,8 +17,8 @@ The choices that depend on the CPU (`siglip doctor` prints them):
 - bf16: native where the CPU has bf16 dot products (avx512_bf16, AMX-BF16, Arm's bf16); elsewhere oneDNN and
   PyTorch emulate bf16 GEMMs several times slower than fp32, so bf16 weights are computed in fp32 there.
 - int8 GEMMs write bf16 (or add a bf16 residual) only with native bf16; elsewhere they write fp32.
-- fp32 GELU: inside oneDNN's GEMM from AVX-512 up; below it (AVX2) oneDNN's GELU post-op costs more than
-  PyTorch's GELU run over the GEMM's output after it (`fused_fp32_gelu`).
+- fp32 GELU: inside oneDNN's GEMM from AVX-512 up; below it (AVX2) oneDNN's GELU post-op costs more than a
+  GELU run over the GEMM's output after it, block by block in cache (gelu.py; `fused_fp32_gelu`).
 - attention: blocked bf16 GEMMs only with native bf16; PyTorch's flash kernel for long sequences with AMX.
 - int8 at all: x86 with oneDNN and at least AVX2; elsewhere (aarch64, old x86) `quantize("int8")` is refused.
 """
@@ -92,12 +92,14 @@ class CpuFeatures:
 
     @property
     def fused_fp32_gelu(self) -> bool:
-        """Whether fp32 GEMMs apply GELU inside oneDNN (a post-op) rather than PyTorch's GELU after them.
+        """Whether fp32 GEMMs apply GELU inside oneDNN (a post-op) rather than a GELU pass after them (gelu.py).
 
         Below AVX-512 oneDNN's fp32 GEMMs compute the post-op slowly: fc1 of a base tower (768 -> 3072) over
         1024-2048 rows took 28.4-56.8 ms with the post-op and 25.1-51.9 ms with PyTorch's GELU after it (AVX2:
         the Xeon with CPUID masked, tools/cpu_emulation), while with AVX-512 the post-op won (15.0 against 17.0 ms
-        at 1024 rows). oneDNN's int8 GEMMs keep theirs on every CPU: there it was the faster way on AVX2 too."""
+        at 1024 rows). gelu.py's blocked pass made the AVX2 side faster still (one layer's MLP 56.4 -> 53.6 ms), and
+        lost to the post-op on AVX-512 (37.1 against 36.3 ms). oneDNN's int8 GEMMs keep theirs on every CPU: on
+        AVX2 the post-op cost 2.4 ms over fc1's 14.2, the GEMM then gelu.py's pass 3.8 ms."""
         return self.level_at_least("AVX512_CORE")
 
     def level_at_least(self, level: str) -> bool:

@@ -27,6 +27,7 @@ import torch
 
 from .cache_key import tensor_key  # noqa: F401 (re-exported)
 from .cpu import cpu_features
+from .gelu import gelu_tanh_
 from .int8 import Int8Linear, int8_linear
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
@@ -41,7 +42,8 @@ EAGER_KERNELS_UNDER_COMPILE = cpu_features().aten_capability.upper().startswith(
 
 # oneDNN post-op names for the activations it can fuse: config name -> (attr, algorithm).
 FUSED_ACTIVATIONS = {"gelu_pytorch_tanh": ("gelu", "tanh"), "gelu": ("gelu", "none"), "relu": ("relu", "")}
-# fp32 GELU after the GEMM (PyTorch's, in place) where oneDNN's post-op is the slower way (below AVX-512).
+# fp32 GELU after the GEMM (in place: gelu.py for the tanh form, PyTorch's for erf) where oneDNN's post-op is the
+# slower way (below AVX-512).
 _FP32_GELU_AFTER = not cpu_features().fused_fp32_gelu
 
 
@@ -120,7 +122,7 @@ def packed_linear(
     attr, algorithm = FUSED_ACTIVATIONS[activation] if activation is not None else ("none", "")
     if attr == "gelu" and _FP32_GELU_AFTER and inputs.dtype == torch.float32:
         output = torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
-        return torch.ops.aten.gelu_(output, approximate=algorithm)
+        return gelu_tanh_(output) if algorithm == "tanh" else torch.ops.aten.gelu_(output)
     return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, attr, [], algorithm)
 
 

@@ -30,8 +30,8 @@ def kernel_plan(features: CpuFeatures | None = None) -> list[KernelChoice]:
     packed = "oneDNN GEMMs, weights packed once, bias / GELU / residual fused" if onednn else "PyTorch F.linear"
     fp32, why = packed, "fp32 runs natively on every CPU"
     if onednn and not features.fused_fp32_gelu:
-        fp32 = "oneDNN GEMMs, weights packed once, bias / residual fused, then PyTorch's GELU"
-        why += "; below AVX-512 oneDNN's GELU inside the GEMM is slower than PyTorch's after it"
+        fp32 = "oneDNN GEMMs, weights packed once, bias / residual fused, then GELU in cache-sized blocks"
+        why += "; below AVX-512 oneDNN's GELU inside the GEMM is slower than a pass after it"
     choices = [KernelChoice("fp32", fp32, "PyTorch SDPA (flash kernel)", why)]
     if features.native_bf16:
         attention = "blocked bf16 GEMMs" + (" (flash kernel from 128 queries: AMX)" if features.amx else "")
