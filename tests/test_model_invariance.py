@@ -170,6 +170,32 @@ def test_text_features_skip_nothing_the_head_reads(model, batch, dtype):
     assert max_diff(hidden.float(), full.float()) <= tolerance
 
 
+def test_text_features_fold_the_last_layers_keys_and_values_into_its_query(model):
+    """In fp32 inference the last layer's attention carries each head's query back through W_k and mixes the
+    inputs before W_v (layers.SiglipAttention._last_query_folded): k_proj and v_proj never run there, and the
+    embedding is the full forward's. A hooked linear (its function known only by calling it) is called, on the
+    packed CPU path too."""
+    attention = model.text_model.encoder.layers[-1].self_attn
+    ids = random_ids(TEXT["vocab_size"], 4, 16)
+    mask = (torch.arange(16)[None] < torch.tensor([[16], [9], [3], [12]])).long()
+    calls = []
+    handles = [
+        linear.register_forward_hook(lambda module, args, output, name=name: calls.append(name))
+        for name, linear in (("k", attention.k_proj), ("fc1", model.text_model.encoder.layers[0].mlp.fc1))
+    ]
+    with torch.inference_mode():
+        hooked = model.get_text_features(input_ids=ids, attention_mask=mask)
+    for handle in handles:
+        handle.remove()
+    assert calls.count("k") == 1 and calls.count("fc1") == 1  # the plain path: keys projected at every position
+    with torch.inference_mode():
+        folded = attention._last_query_folded(torch.randn(2, 16, TEXT["hidden_size"]), None, None)
+        features = model.get_text_features(input_ids=ids, attention_mask=mask)
+        full = model.text_model(input_ids=ids, attention_mask=mask).pooler_output
+    assert folded.shape == (2, 1, TEXT["hidden_size"])
+    assert max_diff(features, full) <= 1e-5 and max_diff(hooked, full) <= 1e-5
+
+
 def test_text_features_gradients_equal_the_full_forward(model):
     ids = random_ids(TEXT["vocab_size"], 2, 16)
     grads = []

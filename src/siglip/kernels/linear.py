@@ -20,6 +20,7 @@ from torch import nn
 
 from . import packed
 from .cpu import cpu_features
+from .gelu import gelu_tanh_
 
 # Read once: torch.compile traces this module's functions, and a call into cpu_features() would be traced too.
 _NATIVE_BF16 = cpu_features().native_bf16
@@ -52,20 +53,29 @@ def linear(
     """activation(module(inputs)) [+ residual] by the fastest correct path here. `activation` is the config's name
     (fused into the GEMM where oneDNN can), `activation_fn` the function that computes it otherwise."""
     fused = activation if activation in packed.FUSED_ACTIVATIONS else None
-    if isinstance(module, (nn.Linear, packed.Int8Linear)):
+    if replaceable(module):
         output = packed.try_packed_linear(module, inputs, fused, residual)
         if output is not None:
             return output if activation_fn is None or fused is not None else activation_fn(output)
-    if type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks):
+        if activation == "gelu_pytorch_tanh":  # in place over the fp32 GEMM output where it can (gelu.py)
+            activation_fn = gelu_tanh_
         output = plain_linear(inputs, module.weight, module.bias, activation_fn)
-    else:  # a subclass or wrapper (LoRA, hooks): its own forward
+    else:  # a subclass or wrapper (LoRA), or hooks: its own call
         output = module(inputs)
         output = output if activation_fn is None else activation_fn(output)
     return output if residual is None else residual + output
 
 
+def replaceable(module: nn.Module) -> bool:
+    """Whether the kernels may compute `module` from its weight and bias instead of calling it: an `nn.Linear` or
+    `Int8Linear` itself (not a subclass, e.g. a LoRA layer) with no forward hooks (which only its call runs)."""
+    return type(module) in (nn.Linear, packed.Int8Linear) and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 def fused_linear(modules: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Tensor:
     """cat([m(inputs) for m in modules], -1) as one GEMM where the path allows (int8 or packed: q, k and v)."""
+    if not all(replaceable(m) for m in modules):
+        return torch.cat([linear(m, inputs) for m in modules], dim=-1)
     int8 = [isinstance(m, packed.Int8Linear) for m in modules]
     if all(int8):
         return packed.int8_linear(modules, inputs)
@@ -73,6 +83,16 @@ def fused_linear(modules: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Te
     if not any(int8) and cache.usable(inputs, modules[0].weight):
         return packed.packed_linear(inputs, cache, [m.weight for m in modules], [m.bias for m in modules])
     return torch.cat([linear(m, inputs) for m in modules], dim=-1)
+
+
+def float_weight(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """(weight, bias) of a linear layer as float tensors: its own, or an int8 layer's dequantised (w * scale);
+    None for anything else (a subclass, a wrapper, hooks), whose function is only known by calling it."""
+    if not replaceable(module):
+        return None
+    if isinstance(module, packed.Int8Linear):
+        return module.weight.float() * module.weight_scale.float()[:, None], module.bias
+    return module.weight, module.bias
 
 
 def weight_linear(owner: nn.Module, inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
