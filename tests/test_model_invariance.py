@@ -196,6 +196,31 @@ def test_text_features_fold_the_last_layers_keys_and_values_into_its_query(model
     assert max_diff(features, full) <= 1e-5 and max_diff(hooked, full) <= 1e-5
 
 
+def test_map_head_folds_keys_and_values_into_its_probe(model, inputs):
+    """The MAP head's one query per image: in fp32 inference its keys and values are folded into the probe's query
+    (kernels.attention.folded_one_query_attention), under autograd projected as the reference does; the pooled
+    output is the same, and with a key-padding mask (SigLIP2's padded batches) too."""
+    from siglip.kernels import attention
+
+    head = model.vision_model.head
+    tokens = torch.randn(3, 10, VISION["hidden_size"], generator=torch.Generator().manual_seed(3))
+    mask = torch.zeros(3, 1, 1, 10)
+    mask[1, ..., 6:] = torch.finfo(torch.float32).min
+    for bias in (None, mask):
+        with torch.no_grad():
+            assert attention.folding_applies(tokens)
+            folded = head(tokens, bias)
+        with torch.enable_grad():
+            assert not attention.folding_applies(tokens)
+            projected = head(tokens, bias).detach()
+        assert folded.shape == projected.shape == (3, VISION["hidden_size"])
+        assert max_diff(folded, projected) <= 1e-5
+    with torch.inference_mode():  # the masked keys are left out, as in the projected form
+        alone = head(tokens[1:2, :6])
+        folded = head(tokens, mask)
+    assert max_diff(alone, folded[1:2]) <= 1e-5
+
+
 def test_text_features_gradients_equal_the_full_forward(model):
     ids = random_ids(TEXT["vocab_size"], 2, 16)
     grads = []

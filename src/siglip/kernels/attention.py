@@ -99,6 +99,42 @@ def scaled_dot_product(
     return output, None
 
 
+def folding_applies(inputs: torch.Tensor) -> bool:
+    """Where `folded_one_query_attention` replaces the projected form: fp32 inference. Under autograd the
+    reference's graph runs (the key bias gets its gradient), and bf16 keeps the reference's rounding of k and v."""
+    return inputs.dtype == torch.float32 and not torch.is_grad_enabled()
+
+
+def folded_one_query_attention(
+    query: torch.Tensor,
+    inputs: torch.Tensor,
+    key_weight: torch.Tensor,
+    value_weight: torch.Tensor,
+    value_bias: torch.Tensor | None,
+    bias: torch.Tensor | None,
+) -> torch.Tensor:
+    """Attention of one query per sequence over keys and values that are linear in `inputs`, without projecting
+    them: `query` (batch, heads, head_dim), already projected; `inputs` (batch, keys, hidden), what k_proj and v_proj
+    read; `bias` an additive key mask (batch or 1, 1, 1, keys). Returns the heads' outputs as (batch, 1, hidden).
+
+    Per head h: q.k_j = (W_k,h^T q).x_j + q.b_k,h, and the second term, the same for every key, leaves the softmax
+    as is (so the key bias is not needed); sum_j p_j v_j = W_v,h (sum_j p_j x_j) + b_v,h as the p_j sum to 1. The
+    query is carried back to the input width (2 d^2 per sequence) instead of keys and values forward for every
+    position (4 d^2 per key): the same numbers up to rounding. For the text tower's last layer and the MAP head."""
+    batch, keys, hidden = inputs.shape
+    heads, head_dim = query.shape[1], query.shape[2]
+    # (heads, batch, head_dim) x (heads, head_dim, hidden): each head's query in the input space
+    carried = torch.bmm(query.transpose(0, 1), key_weight.reshape(heads, head_dim, hidden))
+    scores = torch.bmm(carried.transpose(0, 1), inputs.transpose(1, 2)).mul_(head_dim**-0.5)  # (batch, heads, keys)
+    if bias is not None:
+        scores += bias.reshape(bias.shape[0], 1, keys)
+    mixed = torch.bmm(torch.softmax(scores, dim=-1), inputs)  # (batch, heads, hidden)
+    values = torch.bmm(mixed.transpose(0, 1), value_weight.reshape(heads, head_dim, hidden).transpose(1, 2))
+    if value_bias is not None:
+        values += value_bias.reshape(heads, 1, head_dim)
+    return values.transpose(0, 1).reshape(batch, 1, hidden)
+
+
 # Score elements (batch x heads x queries x keys) per block of blocked_cpu_attention: ~8 MB of bf16 scores.
 CPU_ATTENTION_BLOCK_SCORES = 1 << 22
 # With AMX, PyTorch's CPU flash-attention kernel (AMX tiles) beats the blocked GEMMs from this many queries on:

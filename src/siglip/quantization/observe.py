@@ -48,8 +48,8 @@ class LinearStats:
 def observe(
     model: nn.Module, linears: Iterable[nn.Module], batches: list[dict], gram: bool = False
 ) -> dict[nn.Module, LinearStats]:
-    """{linear: LinearStats} from one float pass (packing off, so that every linear is called as a module and its
-    hook sees the input); `gram`: also each input's Gram matrix (rounding.py), computed once for linears that
+    """{linear: LinearStats} from one float pass (packing off: the plain float path throughout, every linear called
+    as a module so that its hook sees the input); `gram`: also each input's Gram matrix (rounding.py), computed once for linears that
     share an input (q, k and v)."""
     stats: dict[nn.Module, LinearStats] = {}
     last: list = [None, None]  # (input tensor, its Gram matrix): q, k and v are called on the same tensor
@@ -67,7 +67,7 @@ def observe(
     set_packing = getattr(model, "set_weight_packing", None)
     try:
         if set_packing is not None:
-            set_packing(False)  # the packed path bypasses module calls, and so the hooks
+            set_packing(False)  # hooked linears are called as modules anyway; the rest goes plain too
         with torch.no_grad():
             for batch in batches:
                 embeddings(model, batch)
