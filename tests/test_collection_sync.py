@@ -165,6 +165,20 @@ def test_kill_9_at_random_points_of_a_sync_then_rerun_equals_a_fresh_job(referen
     assert sorted(p.relative_to(out).as_posix() for p in (out / "segments").iterdir()) == sorted(committed)
 
 
+def test_a_writer_removes_what_killed_writers_left_and_keeps_a_running_ones(tmp_path):
+    """A kill -9 while the live manifest (or state, or ANN file) is written leaves `.NAME.tmp-PID-RANDOM` in the
+    collection folder: the next writer removes it once it holds the lock, but not one of a process still running."""
+    from siglip.bulk.collection import writer_lock
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".manifest.parquet.tmp-{ended.stdout.strip()}-0badf00d"
+    running = tmp_path / f".state.json.tmp-{os.getpid()}-0badf00d"
+    for path in (stale, running):
+        path.write_text("partial")
+    with writer_lock(tmp_path):
+        assert not stale.exists() and running.exists()
+
+
 def test_legacy_single_job_folder_opens_and_syncs(reference_checkpoint, tmp_path):
     """A folder in the layout before collections (job.json + shards/ at the top, paths as given)."""
     from siglip.bulk.job import BulkJob, run_local

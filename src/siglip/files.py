@@ -165,6 +165,22 @@ def json_depth(value: Any, limit: int) -> int:
 TEMPORARY_GLOB = ".*.tmp-*"
 
 
+def left_by_ended_process(temporary: Path) -> bool:
+    """Whether a temporary of `atomic_write` (`TEMPORARY_GLOB`) was left by a process that no longer runs on this
+    machine, so that removing it cannot pull a file from under a writer still at work."""
+    try:
+        pid = int(temporary.name.rsplit(".tmp-", 1)[1].split("-")[0])
+    except (IndexError, ValueError):
+        return True  # not a name atomic_write gives
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     """Write `path` all or nothing; returns it as a Path.
 

@@ -41,6 +41,7 @@ from .writer import (
     manifest_format,
     open_embeddings,
     read_manifest,
+    remove_stale_temporaries,
     shard_paths,
     write_manifest,
 )
@@ -270,7 +271,8 @@ class Collection:
 
 @contextmanager
 def writer_lock(folder: Path) -> Iterator[None]:
-    """Hold `DIR/.lock` while writing: a second writer (sync, compact) on the same folder is refused."""
+    """Hold `DIR/.lock` while writing: a second writer (sync, compact) on the same folder is refused. Temporaries a
+    killed writer left in DIR (state, manifest, ANN files) are removed once the lock is held."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_FILE, "w") as handle:
         try:
@@ -281,6 +283,7 @@ def writer_lock(folder: Path) -> Iterator[None]:
                     f"another `siglip embed` or `siglip compact` is writing {folder}: wait for it"
                 ) from None
             raise
+        remove_stale_temporaries(folder)
         try:
             yield
         finally:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..files import TEMPORARY_GLOB, atomic_write
+from ..files import TEMPORARY_GLOB, atomic_write, left_by_ended_process
 
 MANIFEST_COLUMNS = ("path", "size", "status", "error", "shard", "row", "key", "mtime_ns", "hash", "segment", "meta")
 INT_COLUMNS = ("size", "shard", "row", "mtime_ns")
@@ -56,10 +56,11 @@ class ManifestRow:
 
 
 def remove_stale_temporaries(folder: Path) -> None:
-    """Delete temporary files a killed run left behind (they are never read)."""
+    """Delete temporary files a killed run left behind (they are never read); a running process's are kept."""
     if folder.is_dir():
         for leftover in folder.glob(TEMPORARY_GLOB):
-            leftover.unlink(missing_ok=True)
+            if left_by_ended_process(leftover):
+                leftover.unlink(missing_ok=True)
 
 
 def shard_paths(folder: Path, shard: int, fmt: str, manifest_fmt: str) -> tuple[Path, Path]:
