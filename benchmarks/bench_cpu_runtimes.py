@@ -22,6 +22,7 @@ import argparse
 import hashlib
 import os
 import shlex
+import shutil
 import statistics
 import tempfile
 import time
@@ -182,12 +183,22 @@ def bound_line(tower: str, result: dict) -> str:
 
 # ---- one tower ---------------------------------------------------------------------------------------------
 def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, calibration: torch.Tensor) -> dict:
-    """Build every contender for `tower`, time them in interleaved rounds, measure accuracy; return the rows."""
+    """Build every contender for `tower`, time them in interleaved rounds, measure accuracy; return the rows.
+    The tower's weights and exports (~0.5 GB) live in a scratch folder removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix=f"cpu_runtimes_{tower}_"))
+    try:
+        return _run_tower(tower, args, evaluation, calibration, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _run_tower(
+    tower: str, args: argparse.Namespace, evaluation: torch.Tensor, calibration: torch.Tensor, folder: Path
+) -> dict:
     import transformers
 
     torch.manual_seed(0)
     config = getattr(transformers, TOWER_CLASSES[tower][0].replace("Model", "Config"))()
-    folder = Path(tempfile.mkdtemp(prefix=f"cpu_runtimes_{tower}_"))
     getattr(transformers, TOWER_CLASSES[tower][0])(config).eval().save_pretrained(folder)
     tokens = (config.image_size // config.patch_size) ** 2 if tower == "vision" else TEXT_TOKENS
     batch = make_inputs(tower, config, args.batch, tokens)
@@ -195,7 +206,9 @@ def run_tower(tower: str, args: argparse.Namespace, evaluation: torch.Tensor, ca
         evaluation = batch["input_ids"]
         generator = torch.Generator().manual_seed(2)
         calibration = torch.randint(0, config.vocab_size, (len(calibration), tokens), generator=generator)
-    setup = Setup(tower=tower, folder=folder, threads=args.threads, calibration=calibration)
+    scratch = folder / "scratch"  # exports and quantised copies, removed with the folder
+    scratch.mkdir()
+    setup = Setup(tower=tower, folder=folder, threads=args.threads, calibration=calibration, scratch=scratch)
     name = setup.input_name
 
     runs: dict[str, Run] = {}
