@@ -74,14 +74,13 @@ def replaceable(module: nn.Module) -> bool:
 
 def fused_linear(modules: Sequence[nn.Module], inputs: torch.Tensor) -> torch.Tensor:
     """cat([m(inputs) for m in modules], -1) as one GEMM where the path allows (int8 or packed: q, k and v)."""
-    if not all(replaceable(m) for m in modules):
-        return torch.cat([linear(m, inputs) for m in modules], dim=-1)
-    int8 = [isinstance(m, packed.Int8Linear) for m in modules]
-    if all(int8):
-        return packed.int8_linear(modules, inputs)
-    cache = packed.module_cache(modules[0])
-    if not any(int8) and cache.usable(inputs, modules[0].weight):
-        return packed.packed_linear(inputs, cache, [m.weight for m in modules], [m.bias for m in modules])
+    if all(replaceable(m) for m in modules):  # else each is called (hooks, wrappers)
+        int8 = [isinstance(m, packed.Int8Linear) for m in modules]
+        if all(int8):
+            return packed.int8_linear(modules, inputs)
+        cache = packed.module_cache(modules[0])
+        if not any(int8) and cache.usable(inputs, modules[0].weight):
+            return packed.packed_linear(inputs, cache, [m.weight for m in modules], [m.bias for m in modules])
     return torch.cat([linear(m, inputs) for m in modules], dim=-1)
 
 

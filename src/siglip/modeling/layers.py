@@ -17,7 +17,12 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import ConfigError, DependencyError
 from ..kernels import linear as kernels
 from ..kernels import streams
-from ..kernels.attention import Segments, folded_one_query_attention, folding_applies, scaled_dot_product  # noqa: F401
+from ..kernels.attention import (  # noqa: F401 (Segments and scaled_dot_product are re-exported)
+    Segments,
+    folded_one_query_attention,
+    folding_applies,
+    scaled_dot_product,
+)
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
