@@ -220,6 +220,23 @@ def test_loaded_and_run_inside_inference_mode_and_compiled(vision_dir, photo_pix
     assert (got - eager).abs().max() <= 1e-3 * eager.abs().max()
 
 
+def test_int8_runs_under_a_warnings_as_errors_filter_set_after_import(vision_dir):
+    """pytest's `filterwarnings = error` (or `warnings.simplefilter("error")`) is set after siglip is imported and
+    overrides siglip's own filter: PyTorch's one-time deprecation notice of torch.quantize_per_tensor, raised as an
+    error, broke the first int8 forward pass. A fresh process, as the notice is once per process."""
+    script = (
+        "import warnings, torch\n"
+        "from siglip import SiglipVisionModel\n"
+        "warnings.simplefilter('error')\n"
+        f"model = SiglipVisionModel.from_pretrained({str(vision_dir)!r}, quantization='int8')\n"
+        "with torch.inference_mode():\n"
+        "    print(tuple(model(pixel_values=torch.randn(1, 3, 224, 224)).pooler_output.shape))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(1, 768)"
+
+
 def test_int8_refuses_other_devices_and_methods(vision_dir):
     with pytest.raises(InputError, match="CPU only"):
         SiglipVisionModel.from_pretrained(vision_dir, quantization="int8", device="meta")
