@@ -5,7 +5,8 @@
 
 Every contender (cpu_runtimes.py) holds the same random base-patch16-224 weights: transformers builds and saves
 each tower; siglip and transformers load the folder, ONNX Runtime and OpenVINO read the ONNX file siglip's
-exporter writes from it. Speed: after a warm-up call each, `--rounds` interleaved rounds (every contender once
+exporter writes from it (and, in the rows marked "transformers' graph", transformers' own tower exported by
+`torch.onnx.export`, as a user without siglip would run it). Speed: after a warm-up call each, `--rounds` interleaved rounds (every contender once
 per round, the order reversed every other round) on one batch; the median per contender. Accuracy: cosine of
 each contender's embeddings to transformers fp32, min and mean, on real photos (tests/fixtures and
 /work/shared/data photos, deduplicated, and their mirror images, through siglip's SiglipImageProcessor) for the

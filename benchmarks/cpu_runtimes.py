@@ -4,7 +4,10 @@ Every builder takes a `Setup` and returns a `Run`: a function that maps the towe
 (`pixel_values` float32 or `input_ids` int64, batch first) to the pooled embedding (batch, dim) as a float32
 torch tensor, so timing and accuracy treat every runtime alike. A builder that cannot run here (a package or an
 API that is missing) raises `Skip` with the reason; the benchmark prints it as a row instead of failing.
-ONNX Runtime and OpenVINO read the tower's ONNX file written by siglip's own exporter (`siglip.export`).
+ONNX Runtime and OpenVINO read the tower's ONNX file written by siglip's own exporter (`siglip.export`),
+which carries siglip's graph shortcuts (the text tower's last layer at the last position only, the one-query
+folds); the rows marked "transformers' graph" read transformers' own tower exported by `torch.onnx.export`
+(the graph optimum writes: every layer at every position), the runtime as a user without siglip gets it.
 """
 
 from __future__ import annotations
@@ -118,11 +121,47 @@ def siglip_model(dtype: torch.dtype, int8: str | None = None, streams: int | str
 
 
 # ---- ONNX Runtime -------------------------------------------------------------------------------------------
+class _Pooled(torch.nn.Module):
+    """transformers' tower with one output, the pooled embedding, for torch.onnx.export."""
+
+    def __init__(self, tower: torch.nn.Module):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.tower(inputs).pooler_output
+
+
+def _export_reference(setup: Setup, path: Path) -> None:
+    """transformers' tower, fp32, through the TorchScript exporter (opset 17, dynamic batch), as optimum does."""
+    import warnings
+
+    sample = {"vision": lambda: torch.randn(2, 3, 224, 224), "text": lambda: torch.randint(0, 100, (2, 64))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice, tracer notes
+        torch.onnx.export(
+            _Pooled(_transformers_model(setup)),
+            (sample[setup.tower](),),
+            str(path),
+            input_names=[setup.input_name],
+            output_names=["pooler_output"],
+            dynamic_axes={setup.input_name: {0: "batch"}, "pooler_output": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
 def onnx_file(setup: Setup, variant: str = "fp32") -> Path:
-    """The tower exported by `siglip.export.export_onnx` (fp32), or its ORT dynamic QInt8 version; cached."""
+    """The tower exported by `siglip.export.export_onnx` ("fp32"), its ORT dynamic QInt8 version ("int8"), or
+    transformers' own tower through torch.onnx ("reference"); cached."""
     if variant in setup._onnx:
         return setup._onnx[variant]
-    if variant == "fp32":
+    if variant == "reference":
+        _require("onnx", "onnx")
+        path = setup.scratch / "onnx" / f"{setup.tower}_transformers.onnx"
+        _export_reference(setup, path)
+    elif variant == "fp32":
         _require("onnx", "onnx")
         from siglip.errors import SiglipError
         from siglip.export import export_onnx
@@ -144,7 +183,8 @@ def onnx_file(setup: Setup, variant: str = "fp32") -> Path:
 
 
 def onnxruntime_session(variant: str) -> Builder:
-    """ONNX Runtime's CPU provider on the exported file: "fp32", or "int8" (quantize_dynamic, QInt8 weights)."""
+    """ONNX Runtime's CPU provider on the exported file: "fp32", "int8" (quantize_dynamic, QInt8 weights), or
+    "reference" (transformers' graph, fp32)."""
 
     def build(setup: Setup) -> Run:
         ort = _require("onnxruntime", "onnxruntime")
@@ -166,15 +206,16 @@ def onnxruntime_session(variant: str) -> Builder:
 
 
 # ---- OpenVINO (+ NNCF) --------------------------------------------------------------------------------------
-def openvino_model(precision: str, hint: str, nncf_mode: str | None = None) -> Builder:
+def openvino_model(precision: str, hint: str, nncf_mode: str | None = None, graph: str = "fp32") -> Builder:
     """OpenVINO CPU on the exported file, compute `precision` ("f32"/"bf16") and `hint` ("LATENCY": one
     request on all threads; "THROUGHPUT": the batch split over the plugin's streams). `nncf_mode`:
-    "weights" = `nncf.compress_weights` (int8 weight-only), "ptq" = `nncf.quantize` calibrated on `calibration`."""
+    "weights" = `nncf.compress_weights` (int8 weight-only), "ptq" = `nncf.quantize` calibrated on `calibration`.
+    `graph`: "fp32" siglip's export, "reference" transformers' graph (onnx_file)."""
 
     def build(setup: Setup) -> Run:
         ov = _require("openvino", "openvino")
         core = ov.Core()
-        model = core.read_model(str(onnx_file(setup)))
+        model = core.read_model(str(onnx_file(setup, graph)))
         if nncf_mode == "weights":
             nncf = _require("nncf", "nncf")
             model = nncf.compress_weights(model)  # INT8_ASYM per output channel
@@ -230,6 +271,8 @@ CONTENDERS: list[tuple[str, Builder]] = [
     ("siglip bf16", siglip_model(torch.bfloat16)),
     ("OpenVINO bf16 (latency hint)", openvino_model("bf16", "LATENCY")),
     ("OpenVINO bf16 (throughput hint)", openvino_model("bf16", "THROUGHPUT")),
+    ("ONNX Runtime fp32, transformers' graph", onnxruntime_session("reference")),
+    ("OpenVINO fp32 (throughput hint), transformers' graph", openvino_model("f32", "THROUGHPUT", graph="reference")),
     ("ONNX Runtime int8 dynamic (QInt8 weights)", onnxruntime_session("int8")),
     ("OpenVINO int8 weight-only (NNCF), bf16 compute", openvino_model("bf16", "THROUGHPUT", "weights")),
     ("OpenVINO int8 post-training quantization (NNCF)", openvino_model("bf16", "THROUGHPUT", "ptq")),
