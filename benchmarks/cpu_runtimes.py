@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,15 +135,13 @@ class _Pooled(torch.nn.Module):
 
 def _export_reference(setup: Setup, path: Path) -> None:
     """transformers' tower, fp32, through the TorchScript exporter (opset 17, dynamic batch), as optimum does."""
-    import warnings
-
-    sample = {"vision": lambda: torch.randn(2, 3, 224, 224), "text": lambda: torch.randint(0, 100, (2, 64))}
+    sample = torch.randn(2, 3, 224, 224) if setup.tower == "vision" else torch.randint(0, 100, (2, 64))
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice, tracer notes
         torch.onnx.export(
             _Pooled(_transformers_model(setup)),
-            (sample[setup.tower](),),
+            (sample,),
             str(path),
             input_names=[setup.input_name],
             output_names=["pooler_output"],

@@ -177,7 +177,7 @@ def left_by_ended_process(temporary: Path) -> bool:
     except ProcessLookupError:
         return True
     except OSError:  # it exists, under another user
-        return False
+        pass
     return False
 
 
